@@ -1,0 +1,38 @@
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { FoundCredential } from '../credentials.js';
+import type { Identity } from '../types.js';
+
+/** One upgrade request as an authenticator sees it. */
+export interface AuthRequest {
+  readonly req: IncomingMessage;
+  readonly socket: Duplex;
+  readonly head: Buffer;
+  /** `req.url` parsed once; its origin is a placeholder. */
+  readonly url: URL;
+  /** Aborts when the client hangs up, the deadline passes or the gateway closes. */
+  readonly signal: AbortSignal;
+}
+
+/** An accepted credential: who it is, and where it was found (to strip it before forwarding). */
+export interface AuthResult {
+  readonly identity: Identity;
+  readonly credential?: FoundCredential;
+}
+
+/**
+ * One way of recognising a caller. The whole chain contract:
+ *  - resolve an AuthResult → accept; the chain stops
+ *  - resolve null → no credential of this kind; the next authenticator is tried
+ *  - throw GatewayError → a credential is present but wrong; the chain stops and rejects
+ *  - throw anything else → cannot decide (backend down): fail closed with 503
+ */
+export interface Authenticator {
+  /** The authenticator's key in `authenticators`. */
+  readonly name: string;
+  readonly type: string;
+  authenticate(request: AuthRequest): Promise<AuthResult | null>;
+  /** Work to do before serving (imports, connections); failures surface here, not per request. */
+  ready?(): Promise<void>;
+  close?(): Promise<void>;
+}

@@ -1,0 +1,28 @@
+import { findCredential, parseSource } from '../credentials.js';
+import { GatewayError } from '../errors.js';
+import type { Identity } from '../types.js';
+import type { Authenticator, AuthRequest } from './authenticator.js';
+
+/** Tokens above this size are refused before any parsing (SPEC 9: 401 `invalid_token`). */
+export const MAX_TOKEN_BYTES = 8192;
+
+/** Checks one token; throws GatewayError when it is wrong, anything else when it cannot tell. */
+export type TokenVerifier = (token: string, request: AuthRequest) => Identity | Promise<Identity>;
+
+/**
+ * An authenticator made of credential sources (`from`) and a verifier: the first source that finds a
+ * credential decides, and none found means "not mine".
+ */
+export function tokenAuthenticator(name: string, type: string, from: readonly string[], verify: TokenVerifier): Authenticator {
+  const sources = from.map(parseSource);
+  return {
+    name,
+    type,
+    async authenticate(request) {
+      const credential = findCredential(sources, request.req, request.url);
+      if (!credential) return null;
+      if (Buffer.byteLength(credential.value) > MAX_TOKEN_BYTES) throw new GatewayError('GW_ERR_TOKEN_TOO_LARGE');
+      return { identity: await verify(credential.value, request), credential };
+    },
+  };
+}

@@ -1,0 +1,72 @@
+import type { IncomingMessage } from 'node:http';
+import { randomUUID } from 'node:crypto';
+
+const KEY = /^[+/0-9A-Za-z]{22}==$/;
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** SPEC 3 step 1: `GET`, `Upgrade: websocket`, a well-formed `Sec-WebSocket-Key`, version 13. */
+export function isWellFormedUpgrade(req: IncomingMessage): boolean {
+  return (
+    req.method === 'GET' &&
+    (req.headers.upgrade ?? '').toLowerCase() === 'websocket' &&
+    KEY.test(req.headers['sec-websocket-key'] ?? '') &&
+    req.headers['sec-websocket-version'] === '13'
+  );
+}
+
+/** The client's `X-Request-Id` when it is sane (1–128 of `[A-Za-z0-9._:-]`), else a new one. */
+export function requestIdOf(req: IncomingMessage): string {
+  const sent = req.headers['x-request-id'];
+  return typeof sent === 'string' && REQUEST_ID.test(sent) ? sent : randomUUID();
+}
+
+/** A compiled `origins` allow-list. */
+export type OriginCheck = (origin: string | undefined) => boolean;
+
+/**
+ * Compiles an `origins` list: exact `scheme://host[:port]` entries compare case-insensitively with the
+ * whole Origin; `*.example.com` matches any scheme and port on a subdomain (not example.com itself).
+ * A request without `Origin` is not from a browser and passes.
+ */
+export function compileOrigins(origins: readonly string[] | '*' | undefined): OriginCheck {
+  if (origins === undefined || origins === '*') return () => true;
+  const exact = new Set(origins.filter((o) => !o.startsWith('*.')).map((o) => o.toLowerCase()));
+  const suffixes = origins.filter((o) => o.startsWith('*.')).map((o) => o.slice(1).toLowerCase());
+  return (origin) => {
+    if (origin === undefined) return true;
+    const lower = origin.toLowerCase();
+    if (exact.has(lower)) return true;
+    if (suffixes.length === 0) return false;
+    let host: string;
+    try {
+      host = new URL(lower).hostname;
+    } catch {
+      return false;
+    }
+    return suffixes.some((suffix) => host.endsWith(suffix) && host.length > suffix.length);
+  };
+}
+
+/** A compiled `require` block: every entry must hold (SPEC 9). */
+export type RequireCheck = (claims: Readonly<Record<string, unknown>>) => boolean;
+
+/**
+ * Compiles `require`: each claim is read as a set (an array's elements, or a string split on spaces);
+ * a required string must be in it, a required list needs one of its values; a missing claim fails.
+ */
+export function compileRequire(required: Readonly<Record<string, string | readonly string[]>> | undefined): RequireCheck {
+  const entries = Object.entries(required ?? {}).map(([claim, want]) => [claim, typeof want === 'string' ? [want] : want] as const);
+  if (entries.length === 0) return () => true;
+  return (claims) =>
+    entries.every(([claim, wanted]) => {
+      const have = claimSet(claims[claim]);
+      return wanted.some((w) => have.has(w));
+    });
+}
+
+function claimSet(value: unknown): Set<string> {
+  if (Array.isArray(value)) return new Set(value.map(String));
+  if (typeof value === 'string') return new Set(value.split(' ').filter(Boolean));
+  if (typeof value === 'number' || typeof value === 'boolean') return new Set([String(value)]);
+  return new Set();
+}

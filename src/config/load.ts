@@ -1,0 +1,212 @@
+import { createPublicKey } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { z } from 'zod';
+import { ConfigError } from '../errors.js';
+import { expandEnv, formatPath } from './env.js';
+import { ConfigSchema, type AuthenticatorConfig, type GatewayConfig, type RouteConfig } from './schema.js';
+
+/** Options for {@link validateConfig}. */
+export interface ValidateOptions {
+  /** Directory that relative paths resolve against (the config file's). Default: the working directory. */
+  baseDir?: string;
+  /** Environment for `${NAME}` references. Default: `process.env`. */
+  env?: NodeJS.ProcessEnv;
+  /** True for the standalone gateway, where `mode: "local"` has no application to hand to. */
+  sidecar?: boolean;
+}
+
+const NOT_YET = 'not supported by this version of portcullis yet';
+const RELAY_ONLY = ['firstMessageAuth', 'refresh', 'maxPayload', 'heartbeatMs'] as const;
+const UNSUPPORTED_ROUTE_FIELDS = [
+  'rateLimit', 'maxConnectionsPerSubject', 'maxConnectionsPerIp', 'http', 'sticky',
+  'firstMessageAuth', 'refresh', 'revalidateSec', 'assertion', 'heartbeatMs',
+] as const;
+const MIN_HMAC_BYTES = 32;
+
+/** Reads and parses a config file; a missing file or bad JSON is a ConfigError. */
+export function readConfigFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError([`(root): cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`]);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ConfigError([`(root): ${file} is not valid JSON: ${(err as Error).message}`]);
+  }
+}
+
+/** Reads, expands, validates and resolves a config file (what `portcullis check` runs). */
+export function loadConfigFile(file: string, options: Omit<ValidateOptions, 'baseDir'> = {}): GatewayConfig {
+  const path = resolve(file);
+  return validateConfig(readConfigFile(path), { ...options, baseDir: dirname(path) });
+}
+
+/**
+ * Validates a parsed config: `${ENV}` expansion, the schema (unknown fields are errors), then the rules
+ * that span fields. Files it names are read now (`file:` keys, API key files), so the result needs no
+ * further I/O. Idempotent: a validated config validates to itself.
+ * @throws ConfigError listing every problem as `path.to.field: message`
+ */
+export function validateConfig(input: unknown, options: ValidateOptions = {}): GatewayConfig {
+  const baseDir = options.baseDir ?? process.cwd();
+  const expanded = expandEnv(input, options.env ?? process.env);
+  const problems = [...expanded.problems];
+  const parsed = ConfigSchema.safeParse(expanded.value);
+  if (!parsed.success) {
+    problems.push(...parsed.error.issues.flatMap((issue) => describeIssue(issue, expanded.value)));
+    throw new ConfigError(problems);
+  }
+  const config = parsed.data;
+  const report = (path: PropertyKey[], message: string) => problems.push(`${formatPath(path)}: ${message}`);
+
+  for (const [name, auth] of Object.entries(config.authenticators ?? {})) {
+    checkAuthenticator(auth, ['authenticators', name], config, baseDir, report);
+  }
+  config.routes.forEach((route, i) => checkRoute(route, ['routes', i], config, options, report));
+  if (config.workers !== undefined && config.workers > 1) report(['workers'], NOT_YET);
+  if (config.tickets) report(['tickets'], NOT_YET);
+  if (config.watch) report(['watch'], NOT_YET);
+  if (config.listen?.tls) {
+    config.listen.tls.cert = readable(baseDir, config.listen.tls.cert, ['listen', 'tls', 'cert'], report);
+    config.listen.tls.key = readable(baseDir, config.listen.tls.key, ['listen', 'tls', 'key'], report);
+    report(['listen', 'tls'], NOT_YET);
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+  return deepFreeze(config);
+}
+
+type Report = (path: PropertyKey[], message: string) => void;
+
+function checkAuthenticator(auth: AuthenticatorConfig, path: PropertyKey[], config: GatewayConfig, baseDir: string, report: Report): void {
+  switch (auth.type) {
+    case 'jwt': {
+      const sources = [auth.secret, auth.publicKey, auth.jwksUri].filter((s) => s !== undefined).length;
+      if (sources !== 1) report([...path, 'secret'], 'exactly one of secret, publicKey or jwksUri is required');
+      if (auth.jwksUri !== undefined) report([...path, 'jwksUri'], NOT_YET);
+      const hmac = auth.algorithms.filter((a) => a.startsWith('HS'));
+      if (auth.secret !== undefined) {
+        if (hmac.length !== auth.algorithms.length) report([...path, 'algorithms'], 'a secret verifies only HS256, HS384 or HS512');
+        if (Buffer.byteLength(auth.secret) < MIN_HMAC_BYTES) report([...path, 'secret'], `must be at least ${MIN_HMAC_BYTES} bytes`);
+      } else if (hmac.length > 0) {
+        report([...path, 'algorithms'], `${hmac.join(', ')} needs a secret, not a public key`);
+      }
+      if (auth.publicKey !== undefined) auth.publicKey = publicKeyPem(baseDir, auth.publicKey, [...path, 'publicKey'], report);
+      return;
+    }
+    case 'apiKey':
+      auth.keys = auth.keys.flatMap((entry, i) =>
+        'file' in entry ? apiKeysFromFile(baseDir, entry.file, [...path, 'keys', i, 'file'], report) : [entry],
+      );
+      return;
+    case 'session':
+      if (auth.store?.type === 'redis' && !config.redis) report(['redis', 'url'], `required by ${formatPath([...path, 'store'])}`);
+      return;
+    case 'module':
+      auth.path = readable(baseDir, auth.path, [...path, 'path'], report);
+      return;
+    default:
+      report([...path, 'type'], `${auth.type}: ${NOT_YET}`);
+  }
+}
+
+function checkRoute(route: RouteConfig, path: PropertyKey[], config: GatewayConfig, options: ValidateOptions, report: Report): void {
+  const mode = route.mode ?? (route.upstream === undefined ? 'local' : 'pipe');
+  let cookie = false;
+  route.auth.forEach((name, i) => {
+    const auth = config.authenticators?.[name];
+    if (!auth) return report([...path, 'auth', i], `unknown authenticator "${name}"`);
+    if (auth.type === 'session' || ('from' in auth && auth.from?.some((s) => s.startsWith('cookie:')))) cookie = true;
+  });
+  if (cookie && route.origins === undefined) {
+    report([...path, 'origins'], 'required on a route that accepts a cookie credential (list the allowed origins, or "*")');
+  }
+  if (mode === 'local') {
+    if (route.upstream !== undefined) report([...path, 'upstream'], 'not used with mode "local"');
+    if (options.sidecar) report([...path, 'mode'], route.mode ? '"local" needs an embedding application; the sidecar has none' : 'an upstream is required');
+  } else if (route.upstream === undefined) {
+    report([...path, 'upstream'], `required with mode "${mode}"`);
+  }
+  if (mode === 'pipe') {
+    for (const field of RELAY_ONLY) if (route[field] !== undefined) report([...path, field], 'only for mode "relay"');
+  }
+  if (mode === 'relay') report([...path, 'mode'], `"relay": ${NOT_YET}`);
+  if (Array.isArray(route.upstream) && route.upstream.length > 1) report([...path, 'upstream'], `lists of upstreams: ${NOT_YET}`);
+  if (route.rejectMode === 'close') report([...path, 'rejectMode'], `"close": ${NOT_YET}`);
+  for (const field of UNSUPPORTED_ROUTE_FIELDS) {
+    if (route[field] !== undefined && !(mode === 'pipe' && (RELAY_ONLY as readonly string[]).includes(field))) report([...path, field], NOT_YET);
+  }
+  if (route.ca !== undefined) route.ca = readable(options.baseDir ?? process.cwd(), route.ca, [...path, 'ca'], report);
+  for (const [i, origin] of (Array.isArray(route.origins) ? route.origins : []).entries()) {
+    if (!/^(\*\.[^\s/*]+|[a-z][a-z0-9+.-]*:\/\/[^\s/*]+)$/i.test(origin)) {
+      report([...path, 'origins', i], 'expected scheme://host[:port] or *.example.com');
+    }
+  }
+}
+
+/** Resolves `file:PATH` (or a plain path) against the config directory and checks that it can be read. */
+function readable(baseDir: string, ref: string, path: PropertyKey[], report: Report): string {
+  const file = resolve(baseDir, ref.startsWith('file:') ? ref.slice(5) : ref);
+  if (!existsSync(file)) report(path, `file not found: ${file}`);
+  return file;
+}
+
+function publicKeyPem(baseDir: string, value: string, path: PropertyKey[], report: Report): string {
+  let pem = value;
+  if (value.startsWith('file:')) {
+    const file = readable(baseDir, value, path, report);
+    try {
+      pem = readFileSync(file, 'utf8');
+    } catch {
+      return value;
+    }
+  }
+  try {
+    createPublicKey(pem);
+  } catch {
+    report(path, 'not a valid PEM public key or certificate');
+  }
+  return pem;
+}
+
+function apiKeysFromFile(baseDir: string, ref: string, path: PropertyKey[], report: Report) {
+  const file = readable(baseDir, ref, path, report);
+  try {
+    const list: unknown = JSON.parse(readFileSync(file, 'utf8'));
+    const entries = Array.isArray(list) ? list : [];
+    const valid = entries.every((e) => e && typeof e.sha256 === 'string' && /^[0-9a-f]{64}$/i.test(e.sha256) && typeof e.subject === 'string');
+    if (!Array.isArray(list) || !valid) report(path, 'expected a JSON list of { "sha256": "<64 hex>", "subject": "..." }');
+    return valid ? (entries as { sha256: string; subject: string; claims?: Record<string, unknown> }[]) : [];
+  } catch (err) {
+    if (existsSync(file)) report(path, `cannot parse: ${(err as Error).message}`);
+    return [];
+  }
+}
+
+function describeIssue(issue: z.core.$ZodIssue, input: unknown): string[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => `${formatPath([...issue.path, key])}: unknown field`);
+  }
+  const message = valueAt(input, issue.path) === undefined ? 'required' : issue.message.replace(/^Invalid input: /, '');
+  return [`${formatPath(issue.path)}: ${message}`];
+}
+
+function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
+  let node = root;
+  for (const key of path) {
+    if (node === null || typeof node !== 'object') return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const item of Object.values(value)) deepFreeze(item);
+  }
+  return value;
+}

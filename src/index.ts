@@ -1,0 +1,15 @@
+export { createGateway, Gateway, type GatewayOptions, type GatewayEvents, type Decision } from './gateway.js';
+export { toUpgradeHandler } from './adapters.js';
+export { fromUpgradeHandler } from './auth/upgrade-handler.js';
+export { identityOf } from './identity.js';
+export { validateConfig, loadConfigFile, readConfigFile, type ValidateOptions } from './config/load.js';
+export { configJsonSchema, type GatewayConfig, type ConfigInput } from './config/schema.js';
+export { GatewayError, ConfigError, REJECTIONS, type ErrorCode } from './errors.js';
+export { MemorySessionStore, type SessionStore } from './auth/session-store.js';
+export { signSessionId } from './auth/session.js';
+export { hashApiKey } from './auth/api-key.js';
+export { createGatewayServer } from './server.js';
+export { createAdminServer } from './admin.js';
+export { createLogger } from './log.js';
+export type { Authenticator, AuthRequest, AuthResult } from './auth/authenticator.js';
+export type { Identity, UpgradeHandler, UpgradeResult } from './types.js';

@@ -1,0 +1,51 @@
+import { createClient } from '@redis/client';
+import type { Logger } from 'pino';
+
+/** The one Redis connection a gateway shares between its stores. */
+export interface SharedRedis {
+  /** GET a key; fails at once (not queued) while Redis is unreachable, so the handshake fails closed with 503. */
+  get(key: string): Promise<string | null>;
+  set(key: string, value: string, ttlSec?: number): Promise<void>;
+  readonly isReady: boolean;
+  /** Resolves once connected (retries in the background until then). */
+  ready(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Connects to `redis.url` with node-redis. An error listener is always attached: without one node-redis crashes the process. */
+export function connectRedis(url: string, log: Logger): SharedRedis {
+  const client = createClient({
+    url,
+    disableOfflineQueue: true,
+    socket: { connectTimeout: 2000, reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+  });
+  let lastError = '';
+  client.on('error', function onRedisError(err: Error) {
+    // One line per distinct failure, not one per reconnect attempt.
+    if (err.message !== lastError) log.warn({ err: { message: err.message } }, 'redis error');
+    lastError = err.message;
+  });
+  client.on('ready', () => {
+    if (lastError) log.info('redis reconnected');
+    lastError = '';
+  });
+  const connecting = client.connect().then(
+    () => undefined,
+    (err: Error) => log.warn({ err: { message: err.message } }, 'redis connect failed'),
+  );
+  return {
+    get: (key) => client.get(key),
+    async set(key, value, ttlSec) {
+      await client.set(key, value, ttlSec ? { expiration: { type: 'EX', value: ttlSec } } : undefined);
+    },
+    get isReady() {
+      return client.isReady;
+    },
+    ready: () => connecting,
+    async close() {
+      await connecting;
+      if (client.isOpen) await client.close().catch(() => client.destroy());
+      else client.destroy();
+    },
+  };
+}

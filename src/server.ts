@@ -1,0 +1,41 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { requestIdOf } from './checks.js';
+import { GatewayError, type ErrorCode } from './errors.js';
+import type { Gateway } from './gateway.js';
+import { rejectionBytes, sendRejection } from './respond.js';
+
+const CLIENT_ERRORS: Record<string, ErrorCode> = {
+  HPE_HEADER_OVERFLOW: 'GW_ERR_HEADERS_TOO_LARGE',
+  ERR_HTTP_REQUEST_TIMEOUT: 'GW_ERR_REQUEST_TIMEOUT',
+  HPE_URI_TOO_LONG: 'GW_ERR_URI_TOO_LONG',
+};
+
+/**
+ * The sidecar's HTTP server: upgrades go to the gateway; plain requests get 426 on a route path and
+ * 404 elsewhere; malformed, oversized (431) or too slow (408) request heads get the same JSON answers.
+ */
+export function createGatewayServer(gateway: Gateway): Server {
+  const limits = gateway.config.limits ?? {};
+  const handshakeTimeoutMs = limits.handshakeTimeoutMs ?? 5000;
+  const server = createServer(
+    {
+      maxHeaderSize: limits.maxHeaderBytes ?? 16384,
+      headersTimeout: handshakeTimeoutMs,
+      requestTimeout: Math.max(handshakeTimeoutMs, 30000),
+      connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(handshakeTimeoutMs / 2))),
+    },
+    function onRequest(req: IncomingMessage, res: ServerResponse) {
+      const routed = gateway.routeFor(req) !== undefined;
+      sendRejection(res, new GatewayError(routed ? 'GW_ERR_UPGRADE_REQUIRED' : 'GW_ERR_ROUTE_NOT_FOUND', undefined, routed ? { Upgrade: 'websocket' } : {}), requestIdOf(req));
+    },
+  );
+  server.on('upgrade', gateway.handleUpgrade);
+  server.on('clientError', function onClientError(err: NodeJS.ErrnoException, socket: Duplex) {
+    if (!socket.writable || (err.code === 'ECONNRESET' && !socket.writable)) return void socket.destroy();
+    const code = CLIENT_ERRORS[err.code ?? ''] ?? 'GW_ERR_BAD_UPGRADE';
+    socket.once('finish', socket.destroy);
+    socket.end(rejectionBytes(new GatewayError(code), requestIdOf({ headers: {} } as IncomingMessage)));
+  });
+  return server;
+}
