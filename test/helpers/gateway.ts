@@ -1,0 +1,64 @@
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway.js';
+import { createLogger } from '../../src/log.js';
+import type { Teardown } from './net.js';
+
+/** A gateway on a real HTTP server on port 0, with its log lines captured. */
+export interface TestGateway {
+  gateway: Gateway;
+  server: Server;
+  port: number;
+  /** Every log line written so far, parsed. */
+  logs(): Record<string, unknown>[];
+  /** Every log line written so far, as the raw text. */
+  logText(): string;
+  url(path: string): string;
+}
+
+/** A pino destination that keeps what it is given. */
+export function captureLog(level = 'debug') {
+  const lines: string[] = [];
+  const stream = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      lines.push(...chunk.toString().split('\n').filter(Boolean));
+      done();
+    },
+  });
+  return { logger: createLogger(level, stream), lines };
+}
+
+/**
+ * Starts a gateway the way the sidecar does (`handleUpgrade` on the server, unmatched paths 404), or
+ * with `attach: true` the embedded way. Closed by `t.teardown`.
+ */
+export async function startGateway(
+  t: Teardown,
+  config: unknown,
+  options: GatewayOptions & { attach?: boolean; server?: Server } = {},
+): Promise<TestGateway> {
+  const { logger, lines } = captureLog();
+  const gateway = createGateway(config, { logger, ...options });
+  await gateway.ready();
+  const server = options.server ?? createServer((_req, res) => res.writeHead(404).end());
+  if (options.attach) gateway.attach(server);
+  else server.on('upgrade', gateway.handleUpgrade);
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  t.teardown(async () => {
+    await gateway.close();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  return {
+    gateway,
+    server,
+    port,
+    logs: () => lines.map((l) => JSON.parse(l) as Record<string, unknown>),
+    logText: () => lines.join('\n'),
+    url: (path) => `ws://127.0.0.1:${port}${path}`,
+  };
+}

@@ -1,0 +1,36 @@
+import { once } from 'node:events';
+import { createServer, type AddressInfo } from 'node:net';
+import { readdirSync } from 'node:fs';
+
+/** A port that was free a moment ago (for servers that cannot listen on port 0, like redis-server). */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+/** Open file descriptors of this process (Linux). */
+export function openFds(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+/** Waits until `check()` is true, polling; fails after `ms`. */
+export async function eventually(check: () => boolean, ms = 3000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Sleeps. */
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The part of a tap test the helpers need: somewhere to register cleanup. */
+export interface Teardown {
+  teardown(fn: () => unknown): void;
+}

@@ -1,0 +1,39 @@
+import { spawn } from 'node:child_process';
+import { createClient } from '@redis/client';
+import { freePort, type Teardown } from './net.js';
+
+export interface TestRedis {
+  url: string;
+  port: number;
+  /** A client of the test's own, to seed and inspect data. */
+  client: { get(key: string): Promise<string | null>; set(key: string, value: string): Promise<unknown>; del(key: string): Promise<unknown> };
+  stop(): Promise<void>;
+}
+
+/** A real redis-server on a free loopback port, no persistence; stopped by `t.teardown`. */
+export async function startRedis(t: Teardown): Promise<TestRedis> {
+  const port = await freePort();
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (chunk) => {
+      out += chunk;
+      if (out.includes('Ready to accept connections')) resolve();
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`redis-server exited with ${code}: ${out}`)));
+  });
+  const url = `redis://127.0.0.1:${port}`;
+  const client = createClient({ url });
+  client.on('error', () => {});
+  await client.connect();
+  const stop = async () => {
+    if (client.isOpen) await client.close().catch(() => client.destroy());
+    if (child.exitCode === null) {
+      child.kill('SIGKILL');
+      await new Promise((r) => child.once('exit', r));
+    }
+  };
+  t.teardown(stop);
+  return { url, port, client, stop };
+}
