@@ -10,9 +10,18 @@ import { startEchoUpstream } from './echo-upstream.mjs';
 
 const port = Number(process.env.PORT ?? 8080);
 const secret = process.env.JWT_SECRET ?? randomBytes(32).toString('base64url');
-const env = { ...process.env, JWT_SECRET: secret, ADMIN_TOKEN: process.env.ADMIN_TOKEN ?? randomBytes(16).toString('hex'), PORT: String(port) };
+const adminPort = Number(process.env.ADMIN_PORT ?? 9090);
 
 const upstream = await startEchoUpstream();
+// The gateway's upstream follows the echo server's port (UPSTREAM_PORT), unless UPSTREAM_URL says otherwise.
+const env = {
+  ...process.env,
+  JWT_SECRET: secret,
+  ADMIN_TOKEN: process.env.ADMIN_TOKEN ?? randomBytes(16).toString('hex'),
+  PORT: String(port),
+  ADMIN_PORT: String(adminPort),
+  UPSTREAM_URL: process.env.UPSTREAM_URL ?? `ws://127.0.0.1:${upstream.address().port}`,
+};
 const gateway = spawn(process.execPath, ['dist/cli.js', '--config', 'gateway.config.json'], { env, stdio: ['ignore', 'pipe', 'inherit'] });
 const stopAll = (code) => { gateway.kill('SIGTERM'); upstream.close(); process.exitCode = code; };
 gateway.on('exit', (code) => { upstream.close(); if (code) process.exit(code); });
@@ -62,7 +71,7 @@ await new Promise((resolve) => {
   ws.on('error', (err) => { console.log(`websocket failed: ${err.message}`); resolve(); });
 });
 
-console.log(`\nThe gateway is listening on ${url} (admin: http://127.0.0.1:9090/healthz). Try it yourself:
+console.log(`\nThe gateway is listening on ${url} (admin: http://127.0.0.1:${adminPort}/healthz). Try it yourself:
   TOKEN=${token}
   npx wscat -c "${url}" -H "Authorization: Bearer $TOKEN"
   node dist/cli.js token --secret "${secret}" --sub bob     # another token for this run's secret

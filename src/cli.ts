@@ -145,7 +145,7 @@ main(process.argv.slice(2)).then(
     if (err instanceof ConfigError) {
       for (const problem of err.problems) process.stderr.write(`${problem}\n`);
     } else if (err instanceof UsageError) {
-      process.stderr.write(`portcullis: ${err.message}\n(see portcullis --help)\n`);
+      process.stderr.write(`portcullis: ${err.message} (see portcullis --help)\n`);
     } else {
       process.stderr.write(`portcullis: ${(err as Error)?.message ?? String(err)}\n`);
     }

@@ -183,7 +183,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async #shutdown(): Promise<void> {
     const timeoutMs = this.config.drain?.timeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
     this.#drainDeadline = Date.now() + timeoutMs;
-    for (const ac of this.#inFlight) ac.abort(new GatewayError('GW_ERR_SHUTTING_DOWN', undefined, { 'Retry-After': '1' }));
+    for (const ac of this.#inFlight) ac.abort(this.#shuttingDown());
     for (const ws of this.#local?.clients ?? []) ws.close(1001, 'gateway shutting down');
     if (this.#live.size > 0) {
       await new Promise<void>((resolve) => {

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { requestIdOf } from './checks.js';
@@ -35,7 +36,7 @@ export function createGatewayServer(gateway: Gateway): Server {
     if (!socket.writable || (err.code === 'ECONNRESET' && !socket.writable)) return void socket.destroy();
     const code = CLIENT_ERRORS[err.code ?? ''] ?? 'GW_ERR_BAD_UPGRADE';
     socket.once('finish', socket.destroy);
-    socket.end(rejectionBytes(new GatewayError(code), requestIdOf({ headers: {} } as IncomingMessage)));
+    socket.end(rejectionBytes(new GatewayError(code), randomUUID()));
   });
   return server;
 }

@@ -53,7 +53,12 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
   const required = config.requiredClaims ?? [];
 
   return tokenAuthenticator(name, 'jwt', config.from, async (token) => {
-    const decoded = jsonwebtoken.decode(token, { complete: true });
+    let decoded: jsonwebtoken.Jwt | null;
+    try {
+      decoded = jsonwebtoken.decode(token, { complete: true });
+    } catch {
+      decoded = null;
+    }
     if (!decoded || typeof decoded.payload === 'string') throw new GatewayError('GW_ERR_TOKEN_MALFORMED');
     if (!algorithms.includes(decoded.header.alg as (typeof algorithms)[number])) {
       throw new GatewayError('GW_ERR_ALGORITHM_NOT_ALLOWED', `alg ${String(decoded.header.alg).slice(0, 16)}`);

@@ -4,7 +4,7 @@ import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { expandEnv, formatPath } from './env.js';
-import { ConfigSchema, type AuthenticatorConfig, type GatewayConfig, type RouteConfig } from './schema.js';
+import { AuthenticatorSchema, ConfigSchema, RouteSchema, type AuthenticatorConfig, type GatewayConfig, type RouteConfig } from './schema.js';
 
 /** Options for {@link validateConfig}. */
 export interface ValidateOptions {
@@ -57,16 +57,22 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): G
   const problems = [...expanded.problems];
   const parsed = ConfigSchema.safeParse(expanded.value);
   if (!parsed.success) {
-    problems.push(...parsed.error.issues.flatMap((issue) => describeIssue(issue, expanded.value)));
-    throw new ConfigError(problems);
+    // A field whose ${NAME} was missing already has its problem; the schema's complaint about it is noise.
+    const envPaths = new Set(expanded.problems.map((p) => p.slice(0, p.indexOf(':'))));
+    const issues = parsed.error.issues.flatMap((issue) => describeIssue(issue, expanded.value));
+    problems.push(...issues.filter((line) => !envPaths.has(line.slice(0, line.indexOf(':')))));
   }
-  const config = parsed.data;
+  // The rules that span fields run even when the schema failed, over the parts that did parse, so one
+  // run of `check` reports every problem.
+  const config = parsed.success ? parsed.data : parsedParts(expanded.value);
   const report = (path: PropertyKey[], message: string) => problems.push(`${formatPath(path)}: ${message}`);
 
   for (const [name, auth] of Object.entries(config.authenticators ?? {})) {
-    checkAuthenticator(auth, ['authenticators', name], config, baseDir, report);
+    if (auth) checkAuthenticator(auth, ['authenticators', name], config, baseDir, report);
   }
-  config.routes.forEach((route, i) => checkRoute(route, ['routes', i], config, options, report));
+  const rawAuths = (expanded.value as { authenticators?: unknown } | null)?.authenticators;
+  const accepts = (name: string) => acceptsCookie((rawAuths as Record<string, unknown> | undefined)?.[name]);
+  config.routes.forEach((route, i) => route && checkRoute(route, ['routes', i], config, accepts, options, report));
   if (config.workers !== undefined && config.workers > 1) report(['workers'], NOT_YET);
   if (config.tickets) report(['tickets'], NOT_YET);
   if (config.watch) report(['watch'], NOT_YET);
@@ -75,8 +81,30 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): G
     config.listen.tls.key = readable(baseDir, config.listen.tls.key, ['listen', 'tls', 'key'], report);
     report(['listen', 'tls'], NOT_YET);
   }
-  if (problems.length > 0) throw new ConfigError(problems);
-  return deepFreeze(config);
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+  return deepFreeze(parsed.data);
+}
+
+/** Every top-level field, authenticator and route that parses on its own; the rest left out. */
+function parsedParts(value: unknown): GatewayConfig {
+  const input = (value !== null && typeof value === 'object' ? value : {}) as Record<string, unknown>;
+  const out: Record<string, unknown> = { routes: [] };
+  for (const [key, schema] of Object.entries(ConfigSchema.shape)) {
+    const result = schema.safeParse(input[key]);
+    if (result.success) out[key] = result.data;
+  }
+  const auths = input.authenticators;
+  if (auths !== null && typeof auths === 'object') {
+    out.authenticators = Object.fromEntries(
+      Object.entries(auths).flatMap(([name, auth]) => {
+        const result = AuthenticatorSchema.safeParse(auth);
+        // null: present but invalid (already reported), so routes naming it are not told it is unknown.
+        return [[name, result.success ? result.data : null]];
+      }),
+    );
+  }
+  if (Array.isArray(input.routes)) out.routes = input.routes.map((route) => RouteSchema.safeParse(route).data);
+  return out as GatewayConfig;
 }
 
 type Report = (path: PropertyKey[], message: string) => void;
@@ -113,14 +141,26 @@ function checkAuthenticator(auth: AuthenticatorConfig, path: PropertyKey[], conf
   }
 }
 
-function checkRoute(route: RouteConfig, path: PropertyKey[], config: GatewayConfig, options: ValidateOptions, report: Report): void {
+/** Whether an authenticator entry (as written, valid or not) reads a cookie: `session`, or a `cookie:` source. */
+function acceptsCookie(auth: unknown): boolean {
+  if (auth === null || typeof auth !== 'object') return false;
+  const { type, from } = auth as { type?: unknown; from?: unknown };
+  return type === 'session' || (Array.isArray(from) && from.some((s) => typeof s === 'string' && s.startsWith('cookie:')));
+}
+
+function checkRoute(
+  route: RouteConfig,
+  path: PropertyKey[],
+  config: GatewayConfig,
+  acceptsCookieByName: (name: string) => boolean,
+  options: ValidateOptions,
+  report: Report,
+): void {
   const mode = route.mode ?? (route.upstream === undefined ? 'local' : 'pipe');
-  let cookie = false;
   route.auth.forEach((name, i) => {
-    const auth = config.authenticators?.[name];
-    if (!auth) return report([...path, 'auth', i], `unknown authenticator "${name}"`);
-    if (auth.type === 'session' || ('from' in auth && auth.from?.some((s) => s.startsWith('cookie:')))) cookie = true;
+    if (config.authenticators?.[name] === undefined) report([...path, 'auth', i], `unknown authenticator "${name}"`);
   });
+  const cookie = route.auth.some(acceptsCookieByName);
   if (cookie && route.origins === undefined) {
     report([...path, 'origins'], 'required on a route that accepts a cookie credential (list the allowed origins, or "*")');
   }

@@ -14,8 +14,8 @@ t.test('a valid bearer token is piped to the upstream and echoes both ways', asy
   const ws = new WebSocket(gw.url('/chat?room=1'), { headers: { Authorization: `Bearer ${hs256({ sub: 'alice', scope: 'chat' })}`, 'X-Auth-Subject': 'mallory' } });
   await new Promise((r) => ws.once('open', r));
   ws.send('ping');
-  const [echo] = (await new Promise((r) => ws.once('message', (...a) => r(a)))) as [Buffer];
-  t.equal(echo.toString(), 'ping');
+  const echo = await new Promise<string>((r) => ws.once('message', (data) => r(String(data))));
+  t.equal(echo, 'ping');
   ws.close();
   const seen = upstream.seen[0]!;
   t.equal(seen.url, '/chat?room=1');
