@@ -1,6 +1,11 @@
 import type { IncomingMessage } from 'node:http';
 import { randomUUID } from 'node:crypto';
 
+/** URLs longer than this are answered 414. */
+export const MAX_URL_BYTES = 8192;
+/** Default `limits.maxHeaderBytes`. */
+export const DEFAULT_MAX_HEADER_BYTES = 16384;
+
 const KEY = /^[+/0-9A-Za-z]{22}==$/;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -12,6 +17,13 @@ export function isWellFormedUpgrade(req: IncomingMessage): boolean {
     KEY.test(req.headers['sec-websocket-key'] ?? '') &&
     req.headers['sec-websocket-version'] === '13'
   );
+}
+
+/** Bytes of the header lines of a request (not the request line), as they came on the wire. */
+export function headerBytes(req: IncomingMessage): number {
+  let total = 0;
+  for (const part of req.rawHeaders) total += Buffer.byteLength(part) + 2; // ': ' or CRLF
+  return total;
 }
 
 /** The client's `X-Request-Id` when it is sane (1–128 of `[A-Za-z0-9._:-]`), else a new one. */

@@ -112,14 +112,15 @@ export function findCredential(sources: readonly CredentialSource[], req: Incomi
 export function stripCredential(req: IncomingMessage, url: URL, found: FoundCredential): void {
   switch (found.kind) {
     case 'query':
-      url.searchParams.delete(found.name);
-      req.url = url.pathname + url.search;
+      removeQueryParam(req, url, found.name);
       return;
     case 'bearer':
       delete req.headers.authorization;
+      syncRawHeader(req, 'authorization');
       return;
     case 'header':
       delete req.headers[found.name];
+      syncRawHeader(req, found.name);
       return;
     case 'cookie':
       removeCookie(req, found.name);
@@ -130,6 +131,24 @@ export function stripCredential(req: IncomingMessage, url: URL, found: FoundCred
   }
 }
 
+/** Drops one query parameter from `req.url` (and `url`), leaving the others byte for byte. */
+export function removeQueryParam(req: IncomingMessage, url: URL, name: string): void {
+  const kept = url.search
+    .slice(1)
+    .split('&')
+    .filter((pair) => pair !== '' && decodeName(pair.split('=', 1)[0]!) !== name);
+  url.search = kept.length > 0 ? `?${kept.join('&')}` : '';
+  req.url = url.pathname + url.search;
+}
+
+function decodeName(raw: string): string {
+  try {
+    return decodeURIComponent(raw.replace(/\+/g, ' '));
+  } catch {
+    return raw;
+  }
+}
+
 /** Drops one cookie from the `Cookie` header, keeping the others byte for byte. */
 export function removeCookie(req: IncomingMessage, name: string): void {
   const header = req.headers.cookie;
@@ -137,6 +156,7 @@ export function removeCookie(req: IncomingMessage, name: string): void {
   const kept = header.split(';').filter((pair) => pair.split('=', 1)[0]!.trim() !== name);
   if (kept.length === 0) delete req.headers.cookie;
   else req.headers.cookie = kept.map((p) => p.trim()).join('; ');
+  syncRawHeader(req, 'cookie');
 }
 
 /** Drops one offered subprotocol entry (a token must never reach the upstream nor be echoed). */
@@ -144,4 +164,21 @@ export function removeProtocolEntry(req: IncomingMessage, entry: string): void {
   const rest = offeredProtocols(req).filter((p) => p !== entry);
   if (rest.length === 0) delete req.headers['sec-websocket-protocol'];
   else req.headers['sec-websocket-protocol'] = rest.join(', ');
+  syncRawHeader(req, 'sec-websocket-protocol');
+}
+
+/**
+ * Makes `req.rawHeaders` agree with `req.headers` for one header after it was changed, so an application
+ * that reads the raw list (local mode, a Midway host) never sees a stripped credential.
+ */
+export function syncRawHeader(req: IncomingMessage, name: string): void {
+  const raw = req.rawHeaders;
+  if (!raw) return;
+  const kept: string[] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== name) kept.push(raw[i]!, raw[i + 1]!);
+  }
+  const value = req.headers[name];
+  if (typeof value === 'string') kept.push(name, value);
+  raw.splice(0, raw.length, ...kept);
 }

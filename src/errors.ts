@@ -50,6 +50,8 @@ export class GatewayError extends Error {
   readonly description: string;
   /** Extra response headers (`Retry-After`, a passed-through `WWW-Authenticate`). */
   readonly headers: Readonly<Record<string, string>>;
+  /** The authenticator that decided, when one did (for the log line). */
+  authenticator?: string;
 
   /**
    * @param code which rejection

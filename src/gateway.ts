@@ -9,7 +9,7 @@ import { runChain, withDeadline } from './auth/chain.js';
 import { buildAuthenticator } from './auth/registry.js';
 import type { MemorySessionStore, SessionStore } from './auth/session-store.js';
 import { runUpgradeHandler } from './auth/upgrade-handler.js';
-import { isWellFormedUpgrade, requestIdOf } from './checks.js';
+import { DEFAULT_MAX_HEADER_BYTES, headerBytes, isWellFormedUpgrade, MAX_URL_BYTES, requestIdOf } from './checks.js';
 import { validateConfig } from './config/load.js';
 import type { GatewayConfig } from './config/schema.js';
 import { offeredProtocols, removeProtocolEntry, stripCredential, type FoundCredential } from './credentials.js';
@@ -53,7 +53,6 @@ export interface GatewayEvents {
 // Why a handshake was dropped without an answer: the client is gone.
 class ClientGone extends Error {}
 
-const MAX_URL_BYTES = 8192;
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 30000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -225,6 +224,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     try {
       if (!url || !isWellFormedUpgrade(req)) throw new GatewayError('GW_ERR_BAD_UPGRADE');
       if (Buffer.byteLength(req.url ?? '') > MAX_URL_BYTES) throw new GatewayError('GW_ERR_URI_TOO_LONG');
+      if (headerBytes(req) > (this.config.limits?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) throw new GatewayError('GW_ERR_HEADERS_TOO_LARGE');
       if (!route) throw new GatewayError('GW_ERR_ROUTE_NOT_FOUND');
       this.#checkCapacity(route);
       if (!route.originAllowed(req.headers.origin)) throw new GatewayError('GW_ERR_ORIGIN_NOT_ALLOWED', `origin ${JSON.stringify(req.headers.origin?.slice(0, 200))}`);
@@ -247,6 +247,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         return { ok: false, status: 0, reason: 'client closed' };
       }
       const err = thrown instanceof GatewayError ? thrown : new GatewayError('GW_ERR_INTERNAL', 'unexpected error', {}, { cause: thrown });
+      authenticator ??= err.authenticator ?? null;
       const cause = err.cause instanceof Error ? { message: err.cause.message, name: err.cause.name } : undefined;
       const level = err.status >= 500 ? 'warn' : 'info';
       this.log[level]({ ...log, authenticator, status: err.status, code: err.code, reason: err.message, cause, durationMs: elapsed(started) }, 'upgrade rejected');
@@ -286,10 +287,12 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   }
 
   /**
-   * Strips what must not travel on: the used credential (per `stripCredentials`), and always every
+   * Normalises `req.url` and strips what must not travel on: the used credential (per `stripCredentials`), and always every
    * subprotocol entry that carries a token for one of the route's `protocol:` sources.
    */
   #prepare(req: IncomingMessage, url: URL, route: CompiledRoute, credential: FoundCredential | undefined): void {
+    // The path that was routed and authorised is the one forwarded (dot segments already resolved).
+    req.url = url.pathname + url.search;
     if (credential && (route.stripCredentials || credential.kind === 'protocol')) stripCredential(req, url, credential);
     if (route.protocolPrefixes.length === 0) return;
     for (const entry of offeredProtocols(req)) {
@@ -335,6 +338,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
           socket.destroy();
           return;
         }
+        if (socket.destroyed || !socket.writable) {
+          this.log.info({ ...fields, status: null, reason: 'client closed' }, 'upgrade abandoned');
+          return;
+        }
         this.log.warn({ ...fields, status: 502 }, 'upstream unavailable');
         const rejection = new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE');
         writeRejection(socket, rejection, requestId);
@@ -355,7 +362,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Ends a live connection when its identity expires (`enforceExpiry`), with one timer per connection. */
   #expireAt(identity: Identity, socket: Duplex, end: () => void, route: CompiledRoute): void {
     if (!route.enforceExpiry || identity.expiresAt === undefined) return;
-    const ms = identity.expiresAt * 1000 - Date.now();
+    const grace = this.#authenticators.get(identity.authenticator)?.clockToleranceSec ?? 0;
+    const ms = (identity.expiresAt + grace) * 1000 - Date.now();
     if (ms > MAX_TIMER_MS) return;
     const timer = setTimeout(() => {
       this.log.info({ route: route.path, subject: identity.subject }, 'connection closed: identity expired');

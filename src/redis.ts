@@ -7,7 +7,7 @@ export interface SharedRedis {
   get(key: string): Promise<string | null>;
   set(key: string, value: string, ttlSec?: number): Promise<void>;
   readonly isReady: boolean;
-  /** Resolves once connected (retries in the background until then). */
+  /** Resolves once connected or once the first attempt failed (node-redis keeps retrying in the background). */
   ready(): Promise<void>;
   close(): Promise<void>;
 }
@@ -29,10 +29,12 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
     if (lastError) log.info('redis reconnected');
     lastError = '';
   });
-  const connecting = client.connect().then(
-    () => undefined,
-    (err: Error) => log.warn({ err: { message: err.message } }, 'redis connect failed'),
-  );
+  // connect() only settles once a connection succeeds; start-up must not wait on a Redis that is down.
+  const firstAttempt = new Promise<void>((resolve) => {
+    client.once('ready', resolve);
+    client.once('error', () => resolve());
+  });
+  client.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis connect failed'));
   return {
     get: (key) => client.get(key),
     async set(key, value, ttlSec) {
@@ -41,11 +43,10 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
     get isReady() {
       return client.isReady;
     },
-    ready: () => connecting,
+    ready: () => firstAttempt,
     async close() {
-      await connecting;
-      if (client.isOpen) await client.close().catch(() => client.destroy());
-      else client.destroy();
+      if (client.isReady) await client.close().catch(() => client.destroy());
+      else if (client.isOpen) client.destroy(); // also stops the reconnect loop
     },
   };
 }

@@ -30,12 +30,17 @@ export function hostname(host: string | undefined): string | undefined {
   return colon === -1 ? h : h.slice(0, colon);
 }
 
-/** The path part of `req.url` (no query), or null when the URL cannot be parsed. */
+/**
+ * Parses `req.url` (origin-form only) with WHATWG rules, so dot segments, `%2e` and backslashes are
+ * resolved exactly once; null when it is not origin-form or does not parse. The caller forwards the
+ * normalised form, so the upstream serves the path that was authorised.
+ */
 export function parseRequestUrl(req: IncomingMessage): URL | null {
+  const raw = req.url ?? '/';
+  if (!raw.startsWith('/')) return null;
   try {
-    const raw = req.url ?? '/';
-    if (!raw.startsWith('/')) return null;
-    return new URL(raw, 'http://gateway.invalid');
+    // Concatenated, not resolved against a base: `//evil.com/x` must stay a path, not become a host.
+    return new URL(`http://gateway.invalid${raw}`);
   } catch {
     return null;
   }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { requestIdOf } from './checks.js';
+import { DEFAULT_MAX_HEADER_BYTES, MAX_URL_BYTES, requestIdOf } from './checks.js';
 import { GatewayError, type ErrorCode } from './errors.js';
 import type { Gateway } from './gateway.js';
 import { rejectionBytes, sendRejection } from './respond.js';
@@ -9,7 +9,6 @@ import { rejectionBytes, sendRejection } from './respond.js';
 const CLIENT_ERRORS: Record<string, ErrorCode> = {
   HPE_HEADER_OVERFLOW: 'GW_ERR_HEADERS_TOO_LARGE',
   ERR_HTTP_REQUEST_TIMEOUT: 'GW_ERR_REQUEST_TIMEOUT',
-  HPE_URI_TOO_LONG: 'GW_ERR_URI_TOO_LONG',
 };
 
 /**
@@ -21,7 +20,9 @@ export function createGatewayServer(gateway: Gateway): Server {
   const handshakeTimeoutMs = limits.handshakeTimeoutMs ?? 5000;
   const server = createServer(
     {
-      maxHeaderSize: limits.maxHeaderBytes ?? 16384,
+      // Room for an over-long URL on top of the header limit, so it can be told apart (414) from too many
+      // header bytes (431): the gateway checks both itself; only a head beyond even that is Node's 431.
+      maxHeaderSize: (limits.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES) + MAX_URL_BYTES + 1024,
       headersTimeout: handshakeTimeoutMs,
       requestTimeout: Math.max(handshakeTimeoutMs, 30000),
       connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(handshakeTimeoutMs / 2))),

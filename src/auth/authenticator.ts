@@ -31,6 +31,8 @@ export interface Authenticator {
   /** The authenticator's key in `authenticators`. */
   readonly name: string;
   readonly type: string;
+  /** Seconds an identity stays valid past `expiresAt` (the JWT `clockToleranceSec`); live connections get it too. */
+  readonly clockToleranceSec?: number;
   authenticate(request: AuthRequest): Promise<AuthResult | null>;
   /** Work to do before serving (imports, connections); failures surface here, not per request. */
   ready?(): Promise<void>;

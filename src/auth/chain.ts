@@ -18,8 +18,9 @@ export async function runChain(authenticators: readonly Authenticator[], request
     try {
       result = await auth.authenticate(request);
     } catch (err) {
-      if (err instanceof GatewayError) throw err;
-      throw new GatewayError('GW_ERR_AUTH_UNAVAILABLE', `${auth.name}: backend failed`, {}, { cause: err });
+      const rejection = err instanceof GatewayError ? err : new GatewayError('GW_ERR_AUTH_UNAVAILABLE', `${auth.name}: backend failed`, {}, { cause: err });
+      rejection.authenticator ??= auth.name;
+      throw rejection;
     }
     if (result) return { ...result, authenticator: auth.name };
   }

@@ -52,7 +52,7 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
   };
   const required = config.requiredClaims ?? [];
 
-  return tokenAuthenticator(name, 'jwt', config.from, async (token) => {
+  const auth = tokenAuthenticator(name, 'jwt', config.from, async (token) => {
     let decoded: jsonwebtoken.Jwt | null;
     try {
       decoded = jsonwebtoken.decode(token, { complete: true });
@@ -81,4 +81,5 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
       ...(typeof payload.exp === 'number' && { expiresAt: payload.exp }),
     };
   });
+  return { ...auth, clockToleranceSec: config.clockToleranceSec ?? 0 };
 }

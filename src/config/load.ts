@@ -35,8 +35,15 @@ export function readConfigFile(file: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ConfigError([`(root): ${file} is not valid JSON: ${(err as Error).message}`]);
+    // JSON.parse quotes the text around the error, which may be a secret: report only where it is.
+    const position = /position (\d+)/.exec((err as Error).message);
+    const where = position ? ` (line ${lineOf(text, Number(position[1]))})` : '';
+    throw new ConfigError([`(root): ${file} is not valid JSON${where}`]);
   }
+}
+
+function lineOf(text: string, offset: number): number {
+  return text.slice(0, offset).split('\n').length;
 }
 
 /** Reads, expands, validates and resolves a config file (what `portcullis check` runs). */

@@ -29,7 +29,7 @@ export async function startRedis(t: Teardown): Promise<TestRedis> {
   await client.connect();
   const stop = async () => {
     if (client.isOpen) await client.close().catch(() => client.destroy());
-    if (child.exitCode === null) {
+    if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL');
       await new Promise((r) => child.once('exit', r));
     }

@@ -199,14 +199,32 @@ t.test('writeRejection writes the whole response once, ends and destroys', async
   t.equal(server.destroyed, true, 'the server side is destroyed');
 });
 
-t.test('writeRejection destroys after the flush (no half-open socket left)', async (t) => {
-  const { server, client } = await socketPair(t);
-  const received = readAll(client);
-  t.equal(writeRejection(server, new GatewayError('GW_ERR_ROUTE_NOT_FOUND'), 'n'), true);
-  await once(server, 'close');
+t.test('writeRejection destroys the socket itself, even when the client keeps its side open', async (t) => {
+  const listener = createServer();
+  listener.listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  const accepted = once(listener, 'connection') as Promise<[Socket]>;
+  // allowHalfOpen: the client does not answer the FIN, so only the gateway's own destroy() closes its side
+  const client = connect({ port: (listener.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
+  client.on('error', () => {});
+  const [server] = await accepted;
+  t.teardown(() => {
+    client.destroy();
+    server.destroy();
+    listener.close();
+  });
+  let data = '';
+  client.setEncoding('latin1');
+  client.on('data', (chunk: string) => (data += chunk));
+  const ended = once(client, 'end');
+  const serverClosed = once(server, 'close').then(() => true);
+  const err = new GatewayError('GW_ERR_ROUTE_NOT_FOUND');
+  t.equal(writeRejection(server, err, 'n'), true);
+  await ended;
+  t.equal(data, rejectionBytes(err, 'n'), 'the whole response arrived before the FIN');
+  const closed = await Promise.race([serverClosed, new Promise((r) => setTimeout(() => r(false), 1000).unref())]);
+  t.equal(closed, true, 'the server side closed without the client closing');
   t.equal(server.destroyed, true);
-  const { data } = await received;
-  t.equal(data, rejectionBytes(new GatewayError('GW_ERR_ROUTE_NOT_FOUND'), 'n'));
 });
 
 t.test('writeRejection is silent on a destroyed socket', async (t) => {
