@@ -7,7 +7,7 @@ import type { WebSocket } from 'ws';
 import type { Authenticator } from './auth/authenticator.js';
 import { runChain, withDeadline } from './auth/chain.js';
 import { buildAuthenticator } from './auth/registry.js';
-import type { MemorySessionStore, SessionStore } from './auth/session-store.js';
+import { MemorySessionStore, type SessionStore } from './auth/session-store.js';
 import { runUpgradeHandler } from './auth/upgrade-handler.js';
 import { DEFAULT_MAX_HEADER_BYTES, headerBytes, isWellFormedUpgrade, MAX_URL_BYTES, requestIdOf } from './checks.js';
 import { validateConfig } from './config/load.js';
@@ -83,6 +83,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   #local: LocalHandoff | undefined;
   #closing: Promise<void> | undefined;
   #drainDeadline = 0;
+  /** Called when the last live connection ends (set while draining). */
+  #onIdle: (() => void) | undefined;
 
   /** @throws ConfigError listing every problem, like `portcullis check` */
   constructor(config: unknown, options: GatewayOptions = {}) {
@@ -146,14 +148,18 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   /** The in-process store of a `session` authenticator with `store: { type: "memory" }`. */
   sessionStore(name: string): MemorySessionStore | undefined {
-    const auth = this.#authenticators.get(name) as (Authenticator & { store?: SessionStore }) | undefined;
-    return auth?.store && 'set' in auth.store ? (auth.store as MemorySessionStore) : undefined;
+    const store = (this.#authenticators.get(name) as { store?: SessionStore } | undefined)?.store;
+    return store instanceof MemorySessionStore ? store : undefined;
   }
 
   /** The route a request would take, if any. */
   routeFor(req: IncomingMessage): CompiledRoute | undefined {
     const url = parseRequestUrl(req);
-    return url ? this.#routes.find((r) => r.matches(url.pathname, req.headers.host)) : undefined;
+    return url ? this.#match(url, req) : undefined;
+  }
+
+  #match(url: URL, req: IncomingMessage): CompiledRoute | undefined {
+    return this.#routes.find((r) => r.matches(url.pathname, req.headers.host));
   }
 
   /** Live connections handed on by this gateway. */
@@ -186,13 +192,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     for (const ws of this.#local?.clients ?? []) ws.close(1001, 'gateway shutting down');
     if (this.#live.size > 0) {
       await new Promise<void>((resolve) => {
-        const timer = setTimeout(finish, timeoutMs);
-        const poll = setInterval(() => this.#live.size === 0 && finish(), 50);
-        function finish() {
+        const timer = setTimeout(resolve, timeoutMs);
+        this.#onIdle = () => {
           clearTimeout(timer);
-          clearInterval(poll);
           resolve();
-        }
+        };
       });
     }
     for (const socket of this.#live) socket.destroy();
@@ -211,7 +215,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async #decide(req: IncomingMessage, socket: Duplex, head: Buffer, unmatched: 'ignore' | 'reject'): Promise<Decision | 'unmatched'> {
     const started = performance.now();
     const url = parseRequestUrl(req);
-    const route = this.routeFor(req);
+    const route = url ? this.#match(url, req) : undefined;
     if (!route && unmatched === 'ignore') return 'unmatched';
     socket.on('error', onSocketError);
     const requestId = requestIdOf(req);
@@ -356,6 +360,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     socket.once('close', () => {
       this.#live.delete(socket);
       this.#perRoute.set(route, (this.#perRoute.get(route) ?? 1) - 1);
+      if (this.#live.size === 0) this.#onIdle?.();
     });
   }
 
