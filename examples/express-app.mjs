@@ -1,11 +1,11 @@
 // Embedded use with Express 5: ordinary HTTP routes stay Express's business, while WebSocket upgrades on
 // /ws are authenticated by portcullis before any frame exists and then handed to this app ("local" mode).
 //   JWT_SECRET=... node examples/express-app.mjs      (after `npm run build`)
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import express from 'express';
 import { createGateway } from '../dist/index.js';
+import { isMain, runDemo } from './run-demo.mjs';
 
 /** Starts the app on `port` (0: any free port); resolves `{ port, close }`. */
 export async function start(port = 0, { secret = process.env.JWT_SECRET, host = '127.0.0.1', logLevel = 'info' } = {}) {
@@ -51,14 +51,10 @@ export async function start(port = 0, { secret = process.env.JWT_SECRET, host = 
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  // A throwaway secret keeps the demo runnable without setup; tokens from an earlier run stop working.
-  const secret = process.env.JWT_SECRET ?? randomBytes(32).toString('base64url');
-  const app = await start(Number(process.env.PORT ?? 3000), { secret });
-  console.log(`express app on http://127.0.0.1:${app.port}, websocket on ws://127.0.0.1:${app.port}/ws
-  TOKEN=$(node dist/cli.js token --secret "${secret}" --sub alice)
-  npx wscat -c "ws://127.0.0.1:${app.port}/ws" -H "Authorization: Bearer $TOKEN"`);
-  const stop = () => void app.close().then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+if (isMain(import.meta.url)) {
+  await runDemo(start, {
+    defaultPort: 3000,
+    path: '/ws',
+    describe: (port) => `express app on http://127.0.0.1:${port}, websocket on ws://127.0.0.1:${port}/ws`,
+  });
 }

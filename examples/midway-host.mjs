@@ -3,11 +3,11 @@
 // awaits, destroying the socket on false and upgrading with its own ws server on true. portcullis plugs
 // in as that handler through toUpgradeHandler(gateway), and the app reads the identity with identityOf().
 //   JWT_SECRET=... node examples/midway-host.mjs      (after `npm run build`)
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { WebSocketServer } from 'ws';
 import { createGateway, identityOf, toUpgradeHandler } from '../dist/index.js';
+import { isMain, runDemo } from './run-demo.mjs';
 
 /** What Midway's ws framework does with an http server: the app *is* a noServer WebSocketServer. */
 function createMidwayStyleApp(server) {
@@ -71,13 +71,6 @@ export async function start(port = 0, { secret = process.env.JWT_SECRET, host = 
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const secret = process.env.JWT_SECRET ?? randomBytes(32).toString('base64url');
-  const host = await start(Number(process.env.PORT ?? 7001), { secret });
-  console.log(`midway-style host on ws://127.0.0.1:${host.port}/ws
-  TOKEN=$(node dist/cli.js token --secret "${secret}" --sub alice)
-  npx wscat -c "ws://127.0.0.1:${host.port}/ws" -H "Authorization: Bearer $TOKEN"`);
-  const stop = () => void host.close().then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+if (isMain(import.meta.url)) {
+  await runDemo(start, { defaultPort: 7001, path: '/ws', describe: (port) => `midway-style host on ws://127.0.0.1:${port}/ws` });
 }

@@ -2,10 +2,10 @@
 // accepted handshake to an existing WebSocket backend, which learns the caller from x-auth-subject.
 //   JWT_SECRET=... UPSTREAM_URL=ws://127.0.0.1:9001 node examples/plain-http.mjs   (after `npm run build`)
 // (`node examples/echo-upstream.mjs` starts a backend on 9001.)
-import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { createGateway } from '../dist/index.js';
+import { isMain, runDemo } from './run-demo.mjs';
 
 /** Starts the server on `port` (0: any free port); resolves `{ port, close }`. */
 export async function start(
@@ -38,13 +38,6 @@ export async function start(
   };
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const secret = process.env.JWT_SECRET ?? randomBytes(32).toString('base64url');
-  const app = await start(Number(process.env.PORT ?? 8080), { secret });
-  console.log(`gateway on ws://127.0.0.1:${app.port}/echo
-  TOKEN=$(node dist/cli.js token --secret "${secret}" --sub alice)
-  npx wscat -c "ws://127.0.0.1:${app.port}/echo" -H "Authorization: Bearer $TOKEN"`);
-  const stop = () => void app.close().then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
+if (isMain(import.meta.url)) {
+  await runDemo(start, { defaultPort: 8080, path: '/echo', describe: (port) => `gateway on ws://127.0.0.1:${port}/echo` });
 }

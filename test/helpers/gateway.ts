@@ -5,6 +5,7 @@ import { Writable } from 'node:stream';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway.js';
 import { createLogger } from '../../src/log.js';
 import type { Teardown } from './net.js';
+import { startEchoUpstream, type EchoUpstream } from './upstream.js';
 
 /** A gateway on a real HTTP server on port 0, with its log lines captured. */
 export interface TestGateway {
@@ -61,4 +62,21 @@ export async function startGateway(
     logText: () => lines.join('\n'),
     url: (path) => `ws://127.0.0.1:${port}${path}`,
   };
+}
+
+/** A gateway in front of its own echo upstream. */
+export interface Setup {
+  gw: TestGateway;
+  upstream: EchoUpstream;
+}
+
+/** Starts an echo upstream, then a gateway with the config `config(upstream URL)` returns. */
+export async function startGatewayWithUpstream(
+  t: Teardown,
+  config: (upstream: string) => unknown,
+  options: GatewayOptions & { attach?: boolean; server?: Server } = {},
+): Promise<Setup> {
+  const upstream = await startEchoUpstream(t);
+  const gw = await startGateway(t, config(upstream.url), options);
+  return { gw, upstream };
 }

@@ -58,14 +58,20 @@ export function parseResponse(raw: string, closed: boolean): RawResponse {
   return { raw, status: Number(statusLine.split(' ')[1] ?? 0), statusLine, headers, body: end === -1 ? '' : raw.slice(end + 4), closed };
 }
 
-/** Reads until the server closes (or `timeoutMs`), then parses. */
-export function readResponse(socket: Socket, timeoutMs = 3000): Promise<RawResponse> {
+/**
+ * Reads until the server closes (or `timeoutMs`), then parses; with `complete`, stops (and destroys the
+ * socket) as soon as what arrived so far satisfies it.
+ */
+export function readResponse(socket: Socket, timeoutMs = 3000, complete?: (raw: string) => boolean): Promise<RawResponse> {
   return new Promise((resolve) => {
     let raw = '';
     let closed = false;
     const timer = setTimeout(() => finish(), timeoutMs);
     socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => (raw += chunk));
+    socket.on('data', (chunk: string) => {
+      raw += chunk;
+      if (complete?.(raw)) finish();
+    });
     socket.on('error', () => {});
     socket.on('close', () => {
       closed = true;
@@ -79,35 +85,19 @@ export function readResponse(socket: Socket, timeoutMs = 3000): Promise<RawRespo
   });
 }
 
+/** True once a whole 101 head has arrived (the server keeps the socket open after it). */
+const switched = (raw: string) => raw.startsWith('HTTP/1.1 101') && raw.includes('\r\n\r\n');
+
 /**
  * Sends an upgrade request over a raw socket and reads the whole answer until the server closes.
  * For a 101 the socket stays open, so this returns once the head has arrived (and destroys the socket).
  */
-export async function rawUpgrade(
+export function rawUpgrade(
   port: number,
   path: string,
   headers: Record<string, string | undefined> = {},
   options: { method?: string; timeoutMs?: number } = {},
 ): Promise<RawResponse> {
   const socket = sendRaw(port, requestHead(path, upgradeHeaders(headers), options.method));
-  return new Promise((resolve) => {
-    let raw = '';
-    let closed = false;
-    const timer = setTimeout(() => finish(), options.timeoutMs ?? 3000);
-    socket.setEncoding('latin1');
-    socket.on('data', (chunk: string) => {
-      raw += chunk;
-      if (raw.startsWith('HTTP/1.1 101') && raw.includes('\r\n\r\n')) finish();
-    });
-    socket.on('error', () => {});
-    socket.on('close', () => {
-      closed = true;
-      finish();
-    });
-    function finish() {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(parseResponse(raw, closed));
-    }
-  });
+  return readResponse(socket, options.timeoutMs, switched);
 }

@@ -2,27 +2,19 @@
 // handshakes against a real ws upstream.
 import { writeFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
-import { WebSocket } from 'ws';
 import { hashApiKey } from '../../src/auth/api-key.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { assertInvalidToken, assertNoLeak } from '../helpers/assertions.js';
+import { echo, openClient } from '../helpers/client.js';
+import { startGateway, startGatewayWithUpstream, type Setup } from '../helpers/gateway.js';
 import { rawUpgrade, type RawResponse } from '../helpers/upgrade.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 
 const KEY_A = 'ak_test_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa';
 const KEY_B = 'ak_test_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb';
 const KEY_FILE = 'ak_file_0123456789abcdefghijklmnopqrstu';
 const claimsOf = (header: unknown) => JSON.parse(Buffer.from(String(header), 'base64url').toString()) as Record<string, unknown>;
 
-interface Setup {
-  gw: TestGateway;
-  upstream: EchoUpstream;
-}
-
-async function setup(t: Test, auth: Record<string, unknown>, route: Record<string, unknown> = {}, options: { baseDir?: string } = {}): Promise<Setup> {
-  const upstream = await startEchoUpstream(t);
-  const gw = await startGateway(t, { authenticators: { keys: auth }, routes: [{ path: '/ingest', auth: ['keys'], upstream: upstream.url, ...route }] }, options);
-  return { gw, upstream };
-}
+const setup = (t: Test, auth: Record<string, unknown>, route: Record<string, unknown> = {}, options: { baseDir?: string } = {}) =>
+  startGatewayWithUpstream(t, (upstream) => ({ authenticators: { keys: auth }, routes: [{ path: '/ingest', auth: ['keys'], upstream, ...route }] }), options);
 
 const inline = (from: string[] = ['header:x-api-key']) => ({
   type: 'apiKey',
@@ -33,35 +25,13 @@ const inline = (from: string[] = ['header:x-api-key']) => ({
   ],
 });
 
-function assertInvalidKey(t: Test, res: RawResponse, s: Setup, secrets: string[], seenBefore = 0): void {
-  t.equal(res.status, 401);
-  t.equal(res.headers['www-authenticate'], 'Bearer realm="portcullis", error="invalid_token", error_description="api key invalid"');
-  t.same(JSON.parse(res.body), { error: 'invalid_token', error_description: 'api key invalid' });
-  t.equal(res.headers['content-length'], String(Buffer.byteLength(res.body)));
-  t.ok(res.closed, 'socket closed by the gateway');
-  t.equal(s.upstream.seen.length, seenBefore, 'nothing (more) reached the upstream');
-  assertNoLeak(t, s.gw, secrets, res);
-}
-
-function assertNoLeak(t: Test, gw: TestGateway, secrets: string[], res?: RawResponse): void {
-  const log = gw.logText();
-  t.ok(log.length > 0, 'something was logged');
-  for (const secret of secrets) {
-    t.notOk(log.includes(secret), 'the log does not contain the key');
-    if (res) t.notOk(res.raw.includes(secret), 'the response does not contain the key');
-  }
-}
+const assertInvalidKey = (t: Test, res: RawResponse, s: Setup, secrets: string[], seenBefore = 0) =>
+  assertInvalidToken(t, res, 'api key invalid', s, secrets, seenBefore);
 
 t.test('inline sha256 keys: each key has its subject and claims; the key header is not forwarded', async (t) => {
   const s = await setup(t, inline());
-  const ws = new WebSocket(s.gw.url('/ingest'), { headers: { 'X-Api-Key': KEY_A } });
-  t.teardown(() => ws.terminate());
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  ws.send('payload');
-  t.equal(String(await new Promise((r) => ws.once('message', r))), 'payload');
+  const ws = await openClient(t, s.gw.url('/ingest'), [], { 'X-Api-Key': KEY_A });
+  t.equal(await echo(ws, 'payload'), 'payload');
   const a = s.upstream.seen[0]!;
   t.equal(a.headers['x-auth-subject'], 'svc-a');
   t.same(claimsOf(a.headers['x-auth-claims']), { scope: 'ingest read', tier: 2 });

@@ -2,13 +2,13 @@
 // checks around it, over real handshakes against a real ws upstream.
 import type { IncomingMessage } from 'node:http';
 import t, { type Test } from 'tap';
-import { WebSocket } from 'ws';
 import { hashApiKey } from '../../src/auth/api-key.js';
 import type { Identity } from '../../src/types.js';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { assertNoLeak, assertRejected } from '../helpers/assertions.js';
+import { echo, openClient } from '../helpers/client.js';
+import { startGateway, startGatewayWithUpstream, type Setup } from '../helpers/gateway.js';
 import { SECRET, hs256, jwtAuth } from '../helpers/tokens.js';
-import { rawUpgrade, type RawResponse } from '../helpers/upgrade.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import { rawUpgrade } from '../helpers/upgrade.js';
 
 const API_KEY = 'pk_live_chain_0123456789abcdefghij';
 const OTHER_KEY = 'pk_live_chain_zzzzzzzzzzzzzzzzzzzz';
@@ -16,43 +16,8 @@ const claimsOf = (header: unknown) => JSON.parse(Buffer.from(String(header), 'ba
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
 const apiKeyAuth = () => ({ type: 'apiKey', from: ['header:x-api-key'], keys: [{ sha256: hashApiKey(API_KEY), subject: 'svc-a', claims: { scope: 'ingest' } }] });
 
-interface Setup {
-  gw: TestGateway;
-  upstream: EchoUpstream;
-}
-
-async function setup(t: Test, authenticators: Record<string, unknown>, route: Record<string, unknown>, options: { baseDir?: string } = {}): Promise<Setup> {
-  const upstream = await startEchoUpstream(t);
-  const gw = await startGateway(t, { authenticators, routes: [{ path: '/chat', upstream: upstream.url, ...route }] }, options);
-  return { gw, upstream };
-}
-
-/** A complete rejection on the wire: status, JSON body, challenge (or none), closed; upstream untouched. */
-function assertRejected(t: Test, res: RawResponse, s: Setup, status: number, body: { error: string; error_description: string }, challenge: string | undefined, seenBefore = 0): void {
-  t.equal(res.status, status, `status ${status} (${body.error_description})`);
-  t.same(JSON.parse(res.body || 'null'), body);
-  t.equal(res.headers['www-authenticate'], challenge, 'challenge');
-  t.equal(res.headers['content-length'], String(Buffer.byteLength(res.body)));
-  t.equal(res.headers['cache-control'], 'no-store');
-  t.ok(res.closed, 'socket closed by the gateway');
-  t.equal(s.upstream.seen.length, seenBefore, 'nothing (more) reached the upstream');
-}
-
-function assertNoLeak(t: Test, gw: TestGateway, secrets: string[]): void {
-  const log = gw.logText();
-  t.ok(log.length > 0, 'something was logged');
-  for (const secret of secrets) t.notOk(log.includes(secret), 'the log does not contain the credential');
-}
-
-function open(t: Test, url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
-  const ws = new WebSocket(url, { headers });
-  t.teardown(() => ws.terminate());
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`unexpected response ${res.statusCode}`)));
-  });
-}
+const setup = (t: Test, authenticators: Record<string, unknown>, route: Record<string, unknown>, options: { baseDir?: string } = {}): Promise<Setup> =>
+  startGatewayWithUpstream(t, (upstream) => ({ authenticators, routes: [{ path: '/chat', upstream, ...route }] }), options);
 
 const invalid = (description: string) => `Bearer realm="portcullis", error="invalid_token", error_description="${description}"`;
 
@@ -60,9 +25,8 @@ const invalid = (description: string) => `Bearer realm="portcullis", error="inva
 
 t.test('chain [jwt, apiKey]: a valid api key alone is accepted by the second authenticator', async (t) => {
   const s = await setup(t, { jwt: jwtAuth(), key: apiKeyAuth() }, { auth: ['jwt', 'key'] });
-  const ws = await open(t, s.gw.url('/chat'), { 'x-api-key': API_KEY });
-  ws.send('hi');
-  t.equal(String(await new Promise((r) => ws.once('message', r))), 'hi');
+  const ws = await openClient(t, s.gw.url('/chat'), [], { 'x-api-key': API_KEY });
+  t.equal(await echo(ws, 'hi'), 'hi');
   const seen = s.upstream.seen[0]!;
   t.equal(seen.headers['x-auth-subject'], 'svc-a');
   t.same(claimsOf(seen.headers['x-auth-claims']), { scope: 'ingest' });

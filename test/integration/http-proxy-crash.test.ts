@@ -2,16 +2,14 @@
 // that resets mid-handshake, while the upstream has not answered 101 yet, crashes the process with an
 // uncaught ECONNRESET even though `proxy.on('error')` is set. portcullis survives the same scenario.
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import type { AddressInfo, Socket } from 'node:net';
 import t from 'tap';
 import { startGateway } from '../helpers/gateway.js';
 import { eventually, sleep, type Teardown } from '../helpers/net.js';
 import { rawUpgrade, requestHead, sendRaw, upgradeHeaders } from '../helpers/upgrade.js';
+import { startDelayedUpstream } from '../helpers/upstream.js';
 
 const require = createRequire(import.meta.url);
 const httpProxyDir = dirname(require.resolve('http-proxy/package.json'));
@@ -126,50 +124,14 @@ t.test(`http-proxy ${httpProxyVersion} with TOOLCHAIN 3's mitigation survives th
   t.match(res.stdout, /SURVIVED upstreamOpen=0/, 'survives, and the upstream-side socket is closed');
 });
 
-/** The child's upstream, in-process: delays its 101 by `delayMs`, tracks its sockets. */
-async function slowUpstream(t: Teardown, delayMs: number) {
-  const server = createServer();
-  const sockets = new Set<Socket>();
-  let upgrades = 0;
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
-    upgrades++;
-    socket.on('error', () => {});
-    socket.on('end', () => socket.destroy());
-    socket.resume();
-    setTimeout(() => {
-      if (socket.destroyed) return;
-      const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
-    }, delayMs);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server.close(r));
-  });
-  return {
-    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    get upgrades() {
-      return upgrades;
-    },
-    get open() {
-      return sockets.size;
-    },
-  };
-}
-
 t.test('portcullis survives the same scenario in-process', async (t) => {
   const uncaught: unknown[] = [];
   const onUncaught = (err: unknown) => uncaught.push(err);
   process.on('uncaughtException', onUncaught);
   t.teardown(() => void process.off('uncaughtException', onUncaught));
 
-  const upstream = await slowUpstream(t, 400);
+  // The child's upstream, in-process: delays its 101 by 400 ms, tracks its sockets.
+  const upstream = await startDelayedUpstream(t, 400);
   const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
   for (let run = 1; run <= 3; run++) {
     const client = sendRaw(gw.port, requestHead('/chat', upgradeHeaders()));

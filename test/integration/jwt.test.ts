@@ -6,10 +6,11 @@ import { createSecretKey } from 'node:crypto';
 import jsonwebtoken from 'jsonwebtoken';
 import t, { type Test } from 'tap';
 import { WebSocket } from 'ws';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import { assertInvalidToken, assertNoLeak } from '../helpers/assertions.js';
+import { echo, openClient } from '../helpers/client.js';
+import { startGateway, startGatewayWithUpstream, type Setup } from '../helpers/gateway.js';
 import { SECRET, hs256, jwtAuth, rsaKeys } from '../helpers/tokens.js';
-import { rawUpgrade, type RawResponse } from '../helpers/upgrade.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import { rawUpgrade } from '../helpers/upgrade.js';
 
 const now = () => Math.floor(Date.now() / 1000);
 const b64 = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
@@ -18,61 +19,9 @@ const KEYS = rsaKeys();
 const rs256 = (payload: Record<string, unknown> = { sub: 'alice' }, privateKey = KEYS.privateKey) =>
   jsonwebtoken.sign({ iat: now(), exp: now() + 3600, ...payload }, privateKey, { algorithm: 'RS256' });
 
-interface Setup {
-  gw: TestGateway;
-  upstream: EchoUpstream;
-}
-
 /** An echo upstream and a gateway with one route `/chat` guarded by the authenticator `jwt`. */
-async function setup(t: Test, auth: Record<string, unknown> = jwtAuth(), route: Record<string, unknown> = {}, options: { baseDir?: string } = {}): Promise<Setup> {
-  const upstream = await startEchoUpstream(t);
-  const gw = await startGateway(t, { authenticators: { jwt: auth }, routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url, ...route }] }, options);
-  return { gw, upstream };
-}
-
-/** SPEC 4 + 9: a 401 for a bad credential, byte-level checks; nothing reached the upstream. */
-function assertInvalidToken(t: Test, res: RawResponse, description: string, s: Setup, secrets: string[], seenBefore = 0): void {
-  t.equal(res.status, 401, `401 (${description})`);
-  t.equal(res.statusLine, 'HTTP/1.1 401 Unauthorized');
-  t.equal(res.headers['www-authenticate'], `Bearer realm="portcullis", error="invalid_token", error_description="${description}"`);
-  t.equal(res.headers['content-type'], 'application/json');
-  t.equal(res.headers['content-length'], String(Buffer.byteLength(res.body)));
-  t.equal(res.headers['cache-control'], 'no-store');
-  t.ok(res.headers['x-request-id'], 'X-Request-Id on every response');
-  t.same(JSON.parse(res.body), { error: 'invalid_token', error_description: description });
-  t.ok(res.closed, 'the gateway closed the socket');
-  t.equal(s.upstream.seen.length, seenBefore, 'nothing (more) reached the upstream');
-  assertNoLeak(t, s.gw, secrets);
-  t.ok(s.gw.logs().some((l) => l.status === 401 && l.msg === 'upgrade rejected'), 'the decision was logged');
-}
-
-/** SPEC 6.5: tokens and secrets never appear in the log, nor in any response. */
-function assertNoLeak(t: Test, gw: TestGateway, secrets: string[], res?: RawResponse): void {
-  const log = gw.logText();
-  t.ok(log.length > 0, 'something was logged');
-  for (const secret of secrets) {
-    t.notOk(log.includes(secret), 'the log does not contain the credential');
-    if (res) t.notOk(res.raw.includes(secret), 'the response does not contain the credential');
-  }
-}
-
-/** Opens a client WebSocket, failing on any non-101 answer. */
-function open(t: Test, url: string, protocols: string[] = [], headers: Record<string, string> = {}): Promise<WebSocket> {
-  const ws = new WebSocket(url, protocols, { headers });
-  t.teardown(() => ws.terminate());
-  return new Promise((resolve, reject) => {
-    ws.once('open', () => resolve(ws));
-    ws.once('error', reject);
-    ws.once('unexpected-response', (_req, res) => reject(new Error(`unexpected response ${res.statusCode}`)));
-  });
-}
-
-/** Sends one message and resolves with the echo. */
-async function echo(ws: WebSocket, text: string): Promise<string> {
-  const reply = new Promise<string>((resolve) => ws.once('message', (data) => resolve(String(data))));
-  ws.send(text);
-  return reply;
-}
+const setup = (t: Test, auth: Record<string, unknown> = jwtAuth(), route: Record<string, unknown> = {}, options: { baseDir?: string } = {}): Promise<Setup> =>
+  startGatewayWithUpstream(t, (upstream) => ({ authenticators: { jwt: auth }, routes: [{ path: '/chat', auth: ['jwt'], upstream, ...route }] }), options);
 
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
 
@@ -96,11 +45,7 @@ t.test('SPEC 8: alg none is refused in every spelling', async (t) => {
 });
 
 t.test('SPEC 8: "none" cannot even be configured', async (t) => {
-  const upstream = await startEchoUpstream(t);
-  await t.rejects(
-    startGateway(t, { authenticators: { jwt: jwtAuth({ algorithms: ['HS256', 'none'] }) }, routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url }] }),
-    { name: 'ConfigError' },
-  );
+  await t.rejects(setup(t, jwtAuth({ algorithms: ['HS256', 'none'] })), { name: 'ConfigError' });
 });
 
 t.test('SPEC 8: HS256 signed with the RSA public key is refused by a publicKey authenticator (key confusion)', async (t) => {
@@ -184,7 +129,7 @@ t.test('a connection accepted within clockToleranceSec is not torn down at once 
   const token = hs256({ sub: 'alice', iat: now() - 60, exp: now() - 2 });
   let ws: WebSocket;
   try {
-    ws = await open(t, s.gw.url('/chat'), [], bearer(token));
+    ws = await openClient(t, s.gw.url('/chat'), [], bearer(token));
   } catch (err) {
     t.fail(`handshake failed: ${(err as Error).message}`);
     return;
@@ -317,7 +262,7 @@ t.test('RS256 with publicKey as file:key.pem relative to baseDir', async (t) => 
 t.test('query:access_token is removed from the URL upstream; the other parameters are kept', async (t) => {
   const s = await setup(t, jwtAuth({ from: ['query:access_token'] }));
   const token = hs256({ sub: 'alice' });
-  const ws = await open(t, s.gw.url(`/chat?room=1&access_token=${token}&lang=en`));
+  const ws = await openClient(t, s.gw.url(`/chat?room=1&access_token=${token}&lang=en`));
   t.equal(await echo(ws, 'hi'), 'hi');
   const seen = s.upstream.seen[0]!;
   t.equal(seen.url, '/chat?room=1&lang=en');
@@ -346,7 +291,7 @@ t.test('query:access_token: the other parameters reach the upstream byte for byt
 t.test('bearer: the Authorization header is not forwarded (scheme case-insensitive)', async (t) => {
   const s = await setup(t, jwtAuth({ from: ['bearer'] }));
   const token = hs256({ sub: 'alice' });
-  const ws = await open(t, s.gw.url('/chat'), [], { Authorization: `bEaReR ${token}` });
+  const ws = await openClient(t, s.gw.url('/chat'), [], { Authorization: `bEaReR ${token}` });
   t.equal(await echo(ws, 'x'), 'x');
   t.equal(s.upstream.seen[0]?.headers.authorization, undefined);
   t.equal(s.upstream.seen[0]?.headers['x-auth-subject'], 'alice');
@@ -361,7 +306,7 @@ t.test('bearer: the Authorization header is not forwarded (scheme case-insensiti
 t.test('header:x-token: the header is used and not forwarded', async (t) => {
   const s = await setup(t, jwtAuth({ from: ['header:X-Token'] }));
   const token = hs256({ sub: 'alice' });
-  const ws = await open(t, s.gw.url('/chat'), [], { 'x-token': token, 'x-other': 'kept' });
+  const ws = await openClient(t, s.gw.url('/chat'), [], { 'x-token': token, 'x-other': 'kept' });
   t.equal(await echo(ws, 'x'), 'x');
   const seen = s.upstream.seen[0]!;
   t.equal(seen.headers['x-token'], undefined);
@@ -375,7 +320,7 @@ t.test('header:x-token: the header is used and not forwarded', async (t) => {
 t.test('cookie:token: only that cookie is removed; the other cookies are forwarded', async (t) => {
   const s = await setup(t, jwtAuth({ from: ['cookie:token'] }), { origins: ['https://app.example.com'] });
   const token = hs256({ sub: 'alice' });
-  const ws = await open(t, s.gw.url('/chat'), [], { Cookie: `theme=dark; token=${token}; lang=en`, Origin: 'https://app.example.com' });
+  const ws = await openClient(t, s.gw.url('/chat'), [], { Cookie: `theme=dark; token=${token}; lang=en`, Origin: 'https://app.example.com' });
   t.equal(await echo(ws, 'x'), 'x');
   const seen = s.upstream.seen[0]!;
   t.equal(seen.headers.cookie, 'theme=dark; lang=en');
@@ -392,17 +337,13 @@ t.test('cookie:token: only that cookie is removed; the other cookies are forward
 });
 
 t.test('SPEC 8: a cookie: route without origins is a config error', async (t) => {
-  const upstream = await startEchoUpstream(t);
-  await t.rejects(
-    startGateway(t, { authenticators: { jwt: jwtAuth({ from: ['cookie:token'] }) }, routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url }] }),
-    { name: 'ConfigError', message: /routes\.0\.origins/ },
-  );
+  await t.rejects(setup(t, jwtAuth({ from: ['cookie:token'] })), { name: 'ConfigError', message: /routes\.0\.origins/ });
 });
 
 t.test('protocol:bearer.: the token entry is never forwarded nor echoed; the client gets the marker', async (t) => {
   const s = await setup(t, jwtAuth({ from: ['protocol:bearer.'] }));
   const token = hs256({ sub: 'alice' });
-  const ws = await open(t, s.gw.url('/chat'), ['bearer', `bearer.${token}`]);
+  const ws = await openClient(t, s.gw.url('/chat'), ['bearer', `bearer.${token}`]);
   t.equal(ws.protocol, 'bearer', 'the gateway answers the bare marker');
   t.equal(await echo(ws, 'x'), 'x');
   const seen = s.upstream.seen[0]!;
@@ -420,7 +361,7 @@ t.test('protocol:bearer.: the token entry is never forwarded nor echoed; the cli
 t.test('protocol:bearer. beside an application subprotocol: the upstream selects graphql-ws', async (t) => {
   const s = await setup(t, jwtAuth({ from: ['protocol:bearer.'] }));
   const token = hs256({ sub: 'alice' });
-  const ws = await open(t, s.gw.url('/chat'), ['graphql-ws', 'bearer', `bearer.${token}`]);
+  const ws = await openClient(t, s.gw.url('/chat'), ['graphql-ws', 'bearer', `bearer.${token}`]);
   t.equal(ws.protocol, 'graphql-ws');
   t.equal(await echo(ws, 'x'), 'x');
   const seen = s.upstream.seen[0]!;
@@ -441,15 +382,15 @@ t.test('protocol:bearer.: a bad token is 401 and never echoed', async (t) => {
 t.test('stripCredentials: false keeps Authorization upstream, but the protocol token entry is still never forwarded', async (t) => {
   const s = await setup(t, jwtAuth({ from: ['bearer', 'protocol:bearer.'] }), { stripCredentials: false });
   const token = hs256({ sub: 'alice' });
-  const ws1 = await open(t, s.gw.url('/chat'), [], bearer(token));
+  const ws1 = await openClient(t, s.gw.url('/chat'), [], bearer(token));
   t.equal(await echo(ws1, 'a'), 'a');
   t.equal(s.upstream.seen[0]?.headers.authorization, `Bearer ${token}`, 'Authorization forwarded as sent');
-  const ws2 = await open(t, s.gw.url('/chat'), ['bearer', `bearer.${token}`]);
+  const ws2 = await openClient(t, s.gw.url('/chat'), ['bearer', `bearer.${token}`]);
   t.equal(ws2.protocol, 'bearer');
   t.equal(await echo(ws2, 'b'), 'b');
   t.notOk(String(s.upstream.seen[1]?.headers['sec-websocket-protocol'] ?? '').includes(token), 'protocol entry stripped anyway');
   // Even when the token was taken from Authorization, a token entry offered beside it is not forwarded.
-  const ws3 = await open(t, s.gw.url('/chat'), ['graphql-ws', `bearer.${token}`], bearer(token));
+  const ws3 = await openClient(t, s.gw.url('/chat'), ['graphql-ws', `bearer.${token}`], bearer(token));
   t.equal(ws3.protocol, 'graphql-ws');
   t.equal(s.upstream.seen[2]?.headers['sec-websocket-protocol'], 'graphql-ws');
   assertNoLeak(t, s.gw, [token]);
@@ -459,7 +400,7 @@ t.test('SPEC 8: client-sent identity headers never reach the upstream', async (t
   const s = await setup(t);
   const token = hs256({ sub: 'alice', role: 'user' });
   const forged = Buffer.from(JSON.stringify({ sub: 'admin', role: 'admin' })).toString('base64url');
-  const ws = await open(t, s.gw.url('/chat'), [], {
+  const ws = await openClient(t, s.gw.url('/chat'), [], {
     ...bearer(token),
     'X-Auth-Subject': 'mallory',
     'X-Auth-Claims': forged,
@@ -478,7 +419,7 @@ t.test('SPEC 8: client-sent identity headers never reach the upstream', async (t
 t.test('custom forwardIdentity header names: set by the gateway, client copies removed', async (t) => {
   const s = await setup(t, jwtAuth(), { forwardIdentity: { subject: 'X-User', claims: 'X-User-Claims' } });
   const token = hs256({ sub: 'alice', role: 'user' });
-  const ws = await open(t, s.gw.url('/chat'), [], { ...bearer(token), 'X-User': 'mallory', 'X-User-Claims': 'e30', 'X-Auth-Subject': 'mallory' });
+  const ws = await openClient(t, s.gw.url('/chat'), [], { ...bearer(token), 'X-User': 'mallory', 'X-User-Claims': 'e30', 'X-Auth-Subject': 'mallory' });
   t.equal(await echo(ws, 'x'), 'x');
   const seen = s.upstream.seen[0]!;
   t.equal(seen.headers['x-user'], 'alice');
@@ -491,7 +432,7 @@ t.test('a token without sub sends no subject header (and a forged one is removed
   const s = await setup(t);
   const token = hs256({ scope: 'chat' });
   t.equal(jsonwebtoken.decode(token, { json: true })?.sub, undefined);
-  const ws = await open(t, s.gw.url('/chat'), [], { ...bearer(token), 'X-Auth-Subject': 'mallory' });
+  const ws = await openClient(t, s.gw.url('/chat'), [], { ...bearer(token), 'X-Auth-Subject': 'mallory' });
   t.equal(await echo(ws, 'x'), 'x');
   const seen = s.upstream.seen[0]!;
   t.notOk('x-auth-subject' in seen.headers, 'no x-auth-subject header at all');

@@ -1,16 +1,15 @@
 // Socket faults, deadlines, leaks and expiry (SPEC 3 "Decisions never wait on the socket", 5, 8, 9).
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { createServer, type IncomingMessage } from 'node:http';
-import { connect, type AddressInfo, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import t from 'tap';
-import { WebSocket, WebSocketServer } from 'ws';
-import { startGateway, type TestGateway } from '../helpers/gateway.js';
+import t, { type Test } from 'tap';
+import { WebSocket } from 'ws';
+import { startGateway, startGatewayWithUpstream, type Setup, type TestGateway } from '../helpers/gateway.js';
 import { eventually, openFds, sleep, type Teardown } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
 import { rawUpgrade, requestHead, sendRaw, upgradeHeaders } from '../helpers/upgrade.js';
-import { startEchoUpstream } from '../helpers/upstream.js';
+import { startDelayedUpstream, startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 
 /** Records every uncaught exception / unhandled rejection while the test runs; the test fails on any. */
 function crashSpy(t: Teardown & { same(a: unknown, b: unknown, msg: string): unknown }) {
@@ -29,82 +28,19 @@ function crashSpy(t: Teardown & { same(a: unknown, b: unknown, msg: string): unk
   };
 }
 
-/** An upstream ws echo server that counts TCP connections and tracks its open sockets. */
-async function countingUpstream(t: Teardown) {
-  const server = createServer();
-  const wss = new WebSocketServer({ server });
-  let tcp = 0;
-  const sockets = new Set<Socket>();
-  server.on('connection', (socket: Socket) => {
-    tcp++;
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  wss.on('connection', (ws) => {
-    ws.on('error', () => {});
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy();
-    wss.close();
-    await new Promise((r) => server.close(r));
-  });
-  return {
-    url: `ws://127.0.0.1:${port}`,
-    get tcp() {
-      return tcp;
-    },
-    get open() {
-      return sockets.size;
-    },
-  };
-}
+/** An echo upstream behind a gateway (with the config `extra`) whose one route, `/chat`, needs no credential. */
+const openRoute = (t: Teardown, extra: Record<string, unknown> = {}): Promise<Setup> =>
+  startGatewayWithUpstream(t, (upstream) => ({ ...extra, routes: [{ path: '/chat', auth: [], upstream }] }));
 
-/** An upstream whose 'upgrade' handler waits `delayMs` before answering 101 (if the socket is still there). */
-async function slowUpstream(t: Teardown, delayMs: number) {
-  const server = createServer();
-  const sockets = new Set<Socket>();
-  let upgrades = 0;
-  let answered = 0;
-  server.on('connection', (socket: Socket) => {
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  server.on('upgrade', (req: IncomingMessage, socket: Socket) => {
-    upgrades++;
-    socket.on('error', () => {});
-    // Like a real server, notice a peer that goes away while the answer is pending.
-    socket.on('end', () => socket.destroy());
-    socket.resume();
-    setTimeout(() => {
-      if (socket.destroyed) return;
-      answered++;
-      const accept = createHash('sha1').update(`${req.headers['sec-websocket-key']}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
-      socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`);
-    }, delayMs);
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server.close(r));
-  });
-  return {
-    url: `ws://127.0.0.1:${port}`,
-    get upgrades() {
-      return upgrades;
-    },
-    get answered() {
-      return answered;
-    },
-    get open() {
-      return sockets.size;
-    },
-  };
+/** A client on `/chat` that has had one message echoed: the upstream holds exactly its connection. */
+async function echoedClient(t: Test, gw: TestGateway, upstream: EchoUpstream): Promise<WebSocket> {
+  const ws = new WebSocket(gw.url('/chat'));
+  ws.on('error', () => {});
+  await once(ws, 'open');
+  ws.send('hello');
+  await once(ws, 'message');
+  t.equal(upstream.open, 1);
+  return ws;
 }
 
 /** Server-side connections of the gateway's HTTP server right now. */
@@ -147,7 +83,7 @@ t.test('(a) client reset while a slow module authenticator is pending', async (t
   const g = globalThis as { __slowCalls?: number; __slowDone?: number };
   g.__slowCalls = 0;
   g.__slowDone = 0;
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, {
     authenticators: { slow: { type: 'module', path: join(dir, 'slow.mjs') } },
     routes: [{ path: '/chat', auth: ['slow'], upstream: upstream.url }],
@@ -177,8 +113,7 @@ t.test('(a) client reset while a slow module authenticator is pending', async (t
 
 t.test('(a) client reset while an onWebSocketUpgrade handler awaits 300ms', async (t) => {
   const crashes = crashSpy(t);
-  const upstream = await countingUpstream(t);
-  const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
+  const { upstream, gw } = await openRoute(t);
   let calls = 0;
   let done = 0;
   gw.gateway.onWebSocketUpgrade(async () => {
@@ -208,7 +143,7 @@ t.test('(a) client reset while an onWebSocketUpgrade handler awaits 300ms', asyn
 
 t.test('(b) client reset after auth while the upstream delays its 101', async (t) => {
   const crashes = crashSpy(t);
-  const upstream = await slowUpstream(t, 400);
+  const upstream = await startDelayedUpstream(t, 400);
   const gw = await startGateway(t, {
     authenticators: { jwt: jwtAuth() },
     routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url }],
@@ -275,11 +210,7 @@ t.test('(c) no fd or socket leak after 200 rejected and 200 accepted-and-closed 
 
 t.test('(d) auth deadline: a handler that never resolves gets 503 after handshakeTimeoutMs', async (t) => {
   const crashes = crashSpy(t);
-  const upstream = await countingUpstream(t);
-  const gw = await startGateway(t, {
-    limits: { handshakeTimeoutMs: 200 },
-    routes: [{ path: '/chat', auth: [], upstream: upstream.url }],
-  });
+  const { upstream, gw } = await openRoute(t, { limits: { handshakeTimeoutMs: 200 } });
   gw.gateway.onWebSocketUpgrade(() => new Promise<boolean>(() => {}));
   const rejected: [number, string][] = [];
   gw.gateway.on('rejected', (_req, status, reason) => rejected.push([status, reason]));
@@ -301,11 +232,7 @@ t.test('(d) auth deadline: a handler that never resolves gets 503 after handshak
 
 t.test('(e) gateway.close() during a pending auth answers 503 "gateway is shutting down"', async (t) => {
   const crashes = crashSpy(t);
-  const upstream = await countingUpstream(t);
-  const gw = await startGateway(t, {
-    drain: { timeoutMs: 5000 },
-    routes: [{ path: '/chat', auth: [], upstream: upstream.url }],
-  });
+  const { upstream, gw } = await openRoute(t, { drain: { timeoutMs: 5000 } });
   let calls = 0;
   gw.gateway.onWebSocketUpgrade(() => {
     calls++;
@@ -338,15 +265,9 @@ t.test('(e) gateway.close() during a pending auth answers 503 "gateway is shutti
 
 t.test('(f) upstream dies mid-stream: the client is closed, nothing left open', async (t) => {
   const crashes = crashSpy(t);
-  const upstream = await startEchoUpstream(t);
-  const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
+  const { upstream, gw } = await openRoute(t);
   for (const how of ['terminate', 'reset'] as const) {
-    const ws = new WebSocket(gw.url('/chat'));
-    ws.on('error', () => {});
-    await once(ws, 'open');
-    ws.send('hello');
-    await once(ws, 'message');
-    t.equal(upstream.open, 1);
+    const ws = await echoedClient(t, gw, upstream);
     const closed = once(ws, 'close');
     for (const peer of upstream.wss.clients) {
       if (how === 'terminate') peer.terminate();
@@ -364,15 +285,9 @@ t.test('(f) upstream dies mid-stream: the client is closed, nothing left open', 
 
 t.test('(f) client destroys mid-stream: the upstream side is closed', async (t) => {
   const crashes = crashSpy(t);
-  const upstream = await startEchoUpstream(t);
-  const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
+  const { upstream, gw } = await openRoute(t);
   for (const how of ['destroy', 'reset'] as const) {
-    const ws = new WebSocket(gw.url('/chat'));
-    ws.on('error', () => {});
-    await once(ws, 'open');
-    ws.send('hello');
-    await once(ws, 'message');
-    t.equal(upstream.open, 1);
+    const ws = await echoedClient(t, gw, upstream);
     const upstreamClosed = once([...upstream.wss.clients][0]!, 'close');
     const socket = (ws as unknown as { _socket: Socket })._socket;
     if (how === 'destroy') socket.destroy();
@@ -477,8 +392,7 @@ t.test('(h) a first frame sent in the same TCP write as the upgrade request is e
 
 t.test('(h) a frame sent while authentication is still pending is not lost', async (t) => {
   const crashes = crashSpy(t);
-  const upstream = await startEchoUpstream(t);
-  const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
+  const { upstream, gw } = await openRoute(t);
   let calls = 0;
   gw.gateway.onWebSocketUpgrade(async () => {
     calls++;

@@ -6,14 +6,15 @@ import { once } from 'node:events';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
-import { WebSocket } from 'ws';
 import { signSessionId } from '../../src/auth/session.js';
 import { createGateway } from '../../src/gateway.js';
-import { captureLog, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { assertInvalidToken, assertNoLeak as assertNoneLeaked } from '../helpers/assertions.js';
+import { echo, openClient } from '../helpers/client.js';
+import { captureLog, startGateway, startGatewayWithUpstream, type Setup, type TestGateway } from '../helpers/gateway.js';
 import { freePort, sleep } from '../helpers/net.js';
 import { startRedis } from '../helpers/redis.js';
 import { rawUpgrade, type RawResponse } from '../helpers/upgrade.js';
-import { startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
+import { startEchoUpstream } from '../helpers/upstream.js';
 
 const SECRET_NEW = 'session-secret-new-0123456789abcdefXYZ';
 const SECRET_OLD = 'session-secret-old-0123456789abcdefQRS';
@@ -32,42 +33,21 @@ function session(extra: Record<string, unknown> = { passport: { user: 'alice' } 
   };
 }
 
-interface Setup {
-  gw: TestGateway;
-  upstream: EchoUpstream;
-}
-
-async function setup(t: Test, auth: Record<string, unknown>, extra: Record<string, unknown> = {}, route: Record<string, unknown> = {}): Promise<Setup> {
-  const upstream = await startEchoUpstream(t);
-  const gw = await startGateway(t, {
+const setup = (t: Test, auth: Record<string, unknown>, extra: Record<string, unknown> = {}, route: Record<string, unknown> = {}): Promise<Setup> =>
+  startGatewayWithUpstream(t, (upstream) => ({
     ...extra,
     authenticators: { web: { type: 'session', secrets: [SECRET_NEW, SECRET_OLD], subjectPath: 'passport.user', ...auth } },
     routes: [
-      { path: '/live', auth: ['web'], upstream: upstream.url, origins: [ORIGIN], ...route },
-      { path: '/public', auth: [], upstream: upstream.url },
+      { path: '/live', auth: ['web'], upstream, origins: [ORIGIN], ...route },
+      { path: '/public', auth: [], upstream },
     ],
-  });
-  return { gw, upstream };
-}
+  }));
 
-function assertInvalid(t: Test, res: RawResponse, description: string, s: Setup, secrets: string[], seenBefore = 0): void {
-  t.equal(res.status, 401, `401 ${description}`);
-  t.equal(res.headers['www-authenticate'], `Bearer realm="portcullis", error="invalid_token", error_description="${description}"`);
-  t.same(JSON.parse(res.body), { error: 'invalid_token', error_description: description });
-  t.equal(res.headers['content-length'], String(Buffer.byteLength(res.body)));
-  t.ok(res.closed, 'socket closed by the gateway');
-  t.equal(s.upstream.seen.length, seenBefore, 'nothing (more) reached the upstream');
-  assertNoLeak(t, s.gw, secrets, res);
-}
+/** Neither the log nor the response holds the session secrets, nor any of `secrets` (cookies, session ids). */
+const assertNoLeak = (t: Test, gw: TestGateway, secrets: string[], res?: RawResponse) => assertNoneLeaked(t, gw, [SECRET_NEW, SECRET_OLD, ...secrets], res);
 
-function assertNoLeak(t: Test, gw: TestGateway, secrets: string[], res?: RawResponse): void {
-  const log = gw.logText();
-  t.ok(log.length > 0, 'something was logged');
-  for (const secret of [SECRET_NEW, SECRET_OLD, ...secrets]) {
-    t.notOk(log.includes(secret), 'the log holds no secret, cookie or session id');
-    if (res) t.notOk(res.raw.includes(secret), 'the response holds no secret, cookie or session id');
-  }
-}
+const assertInvalid = (t: Test, res: RawResponse, description: string, s: Setup, secrets: string[], seenBefore = 0) =>
+  assertInvalidToken(t, res, description, s, [SECRET_NEW, SECRET_OLD, ...secrets], seenBefore);
 
 // ---- memory store ----
 
@@ -76,14 +56,8 @@ t.test('memory store: a logged-in session is accepted; only the session cookie i
   const id = newId();
   s.gw.gateway.sessionStore('web')!.set(id, session({ passport: { user: 'alice' }, theme: 'dark' }));
   const cookie = sessionCookie(id);
-  const ws = new WebSocket(s.gw.url('/live'), { headers: { Cookie: `theme=dark; ${cookie}; lang=en`, Origin: ORIGIN } });
-  t.teardown(() => ws.terminate());
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  ws.send('hello');
-  t.equal(String(await new Promise((r) => ws.once('message', r))), 'hello');
+  const ws = await openClient(t, s.gw.url('/live'), [], { Cookie: `theme=dark; ${cookie}; lang=en`, Origin: ORIGIN });
+  t.equal(await echo(ws, 'hello'), 'hello');
   const seen = s.upstream.seen[0]!;
   t.equal(seen.headers['x-auth-subject'], 'alice');
   t.equal(seen.headers.cookie, 'theme=dark; lang=en', 'other cookies forwarded as they were');
@@ -200,14 +174,8 @@ t.test('redis store: the session JSON connect-redis writes under sess:<id> is re
   const s = await setup(t, { store: { type: 'redis' } }, { redis: { url: redis.url } });
   const id = newId();
   await redis.client.set(`sess:${id}`, JSON.stringify(session({ passport: { user: 'alice' } })));
-  const ws = new WebSocket(s.gw.url('/live'), { headers: { Cookie: `${sessionCookie(id)}; csrf=abc`, Origin: ORIGIN } });
-  t.teardown(() => ws.terminate());
-  await new Promise((resolve, reject) => {
-    ws.once('open', resolve);
-    ws.once('error', reject);
-  });
-  ws.send('over redis');
-  t.equal(String(await new Promise((r) => ws.once('message', r))), 'over redis');
+  const ws = await openClient(t, s.gw.url('/live'), [], { Cookie: `${sessionCookie(id)}; csrf=abc`, Origin: ORIGIN });
+  t.equal(await echo(ws, 'over redis'), 'over redis');
   t.equal(s.upstream.seen[0]?.headers['x-auth-subject'], 'alice');
   t.equal(s.upstream.seen[0]?.headers.cookie, 'csrf=abc');
   // Logging out (the app deletes the key) is seen by the next handshake.

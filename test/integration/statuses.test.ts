@@ -3,13 +3,14 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import t from 'tap';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocket } from 'ws';
 import { createGateway, type Gateway } from '../../src/gateway.js';
 import { createGatewayServer } from '../../src/server.js';
 import { captureLog, startGateway, type TestGateway } from '../helpers/gateway.js';
 import { eventually, freePort, type Teardown } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
 import { rawUpgrade, readResponse, requestHead, sendRaw, upgradeHeaders } from '../helpers/upgrade.js';
+import { startEchoUpstream } from '../helpers/upstream.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -26,46 +27,6 @@ function rejection(statusLine: string, error: string, description: string, reque
     extra.map((h) => `${h}\r\n`).join('') +
     `\r\n${body}`
   );
-}
-
-/** A ws echo upstream on a plain http server, counting TCP connections (not only accepted handshakes). */
-async function countingUpstream(t: Teardown) {
-  const server = createServer();
-  const wss = new WebSocketServer({ server });
-  let tcp = 0;
-  const sockets = new Set<Socket>();
-  const seen: IncomingMessage['headers'][] = [];
-  server.on('connection', (socket: Socket) => {
-    tcp++;
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-  });
-  wss.on('connection', (ws, req) => {
-    seen.push(req.headers);
-    ws.on('error', () => {});
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  t.teardown(async () => {
-    for (const s of sockets) s.destroy();
-    wss.close();
-    await new Promise((r) => server.close(r));
-  });
-  return {
-    url: `ws://127.0.0.1:${port}`,
-    /** Headers of every accepted handshake. */
-    seen,
-    /** TCP connections the upstream ever accepted. */
-    get tcp() {
-      return tcp;
-    },
-    /** Upstream-side sockets open right now. */
-    get open() {
-      return sockets.size;
-    },
-  };
 }
 
 /** Fails the test if the gateway ever hands a connection on. */
@@ -106,7 +67,7 @@ async function closeWs(ws: WebSocket): Promise<void> {
 const bearer = () => ({ Authorization: `Bearer ${hs256({ sub: 'alice' })}` });
 
 t.test('400: malformed upgrades', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
   noConnection(t, gw.gateway);
   const rejected: number[] = [];
@@ -137,7 +98,7 @@ t.test('400: malformed upgrades', async (t) => {
 });
 
 t.test('404: unknown path (sidecar-style handleUpgrade)', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
   noConnection(t, gw.gateway);
   const res = await rawUpgrade(gw.port, '/nope', { 'X-Request-Id': 'nf-1' });
@@ -150,7 +111,7 @@ t.test('404: unknown path (sidecar-style handleUpgrade)', async (t) => {
 });
 
 t.test('414: request URI above 8 KiB', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
   noConnection(t, gw.gateway);
   const long = `/chat?pad=${'a'.repeat(8192)}`;
@@ -167,7 +128,7 @@ t.test('414: request URI above 8 KiB', async (t) => {
 });
 
 t.test('sidecar server: 431, 414, 408, 426 and 404 for plain requests', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const sc = await startSidecar(t, {
     limits: { maxHeaderBytes: 2048, handshakeTimeoutMs: 300 },
     routes: [{ path: '/chat', auth: [], upstream: upstream.url }],
@@ -265,7 +226,7 @@ t.test('sidecar server: 431, 414, 408, 426 and 404 for plain requests', async (t
 });
 
 t.test('sidecar server: an over-long URL is 414, also when it makes the head exceed maxHeaderBytes', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const sc = await startSidecar(t, { routes: [{ path: '/chat', auth: [], upstream: upstream.url }] });
   noConnection(t, sc.gateway);
   const res = await rawUpgrade(sc.port, `/chat?pad=${'u'.repeat(9000)}`, { 'X-Request-Id': 'lu-1' });
@@ -280,7 +241,7 @@ t.test('sidecar server: an over-long URL is 414, also when it makes the head exc
 });
 
 t.test('503: limits.maxConnections reached, with Retry-After: 1', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, {
     limits: { maxConnections: 1 },
     authenticators: { jwt: jwtAuth() },
@@ -311,7 +272,7 @@ t.test('503: limits.maxConnections reached, with Retry-After: 1', async (t) => {
 });
 
 t.test('503: route maxConnections reached, other routes unaffected', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, {
     routes: [
       { path: '/a', auth: [], upstream: upstream.url, maxConnections: 1 },
@@ -334,7 +295,7 @@ t.test('503: route maxConnections reached, other routes unaffected', async (t) =
 });
 
 t.test('503 while draining, with Retry-After = remaining drain time', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, {
     drain: { timeoutMs: 2000 },
     routes: [{ path: '/chat', auth: [], upstream: upstream.url }],
@@ -402,7 +363,7 @@ t.test("the upstream's own 403 to the upgrade is passed through to the client", 
 });
 
 t.test('X-Request-Id: echoed when sane, replaced when not', async (t) => {
-  const upstream = await countingUpstream(t);
+  const upstream = await startEchoUpstream(t);
   const gw: TestGateway = await startGateway(t, {
     authenticators: { jwt: jwtAuth() },
     routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url }],
@@ -436,6 +397,6 @@ t.test('X-Request-Id: echoed when sane, replaced when not', async (t) => {
   const ws = new WebSocket(gw.url('/chat'), { headers: { ...bearer(), 'X-Request-Id': 'up-id-1' } });
   await once(ws, 'open');
   await closeWs(ws);
-  t.equal(upstream.seen[0]?.['x-request-id'], 'up-id-1', 'the sane id is forwarded upstream');
+  t.equal(upstream.seen[0]?.headers['x-request-id'], 'up-id-1', 'the sane id is forwarded upstream');
   t.equal(upstream.tcp, 1, 'none of the rejected upgrades reached the upstream');
 });

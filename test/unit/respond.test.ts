@@ -156,13 +156,16 @@ t.test('a CR or LF in any header value throws', async (t) => {
   t.throws(() => rejectionBytes(new GatewayError('GW_ERR_CAPACITY', undefined, { 'X-Bad\r\nName': '1' }), 'id'), TypeError, 'unsafe header name');
 });
 
-/** A connected socket pair over loopback: `server` is the accepted side, `client` the connecting one. */
-async function socketPair(t: Teardown): Promise<{ server: Socket; client: Socket; listener: Server }> {
+/**
+ * A connected socket pair over loopback: `server` is the accepted side, `client` the connecting one.
+ * `allowHalfOpen` goes to the client.
+ */
+async function socketPair(t: Teardown, { allowHalfOpen = false } = {}): Promise<{ server: Socket; client: Socket; listener: Server }> {
   const listener = createServer();
   listener.listen(0, '127.0.0.1');
   await once(listener, 'listening');
   const accepted = once(listener, 'connection') as Promise<[Socket]>;
-  const client = connect((listener.address() as AddressInfo).port, '127.0.0.1');
+  const client = connect({ port: (listener.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen });
   client.on('error', () => {});
   const [server] = await accepted;
   t.teardown(() => {
@@ -200,19 +203,8 @@ t.test('writeRejection writes the whole response once, ends and destroys', async
 });
 
 t.test('writeRejection destroys the socket itself, even when the client keeps its side open', async (t) => {
-  const listener = createServer();
-  listener.listen(0, '127.0.0.1');
-  await once(listener, 'listening');
-  const accepted = once(listener, 'connection') as Promise<[Socket]>;
   // allowHalfOpen: the client does not answer the FIN, so only the gateway's own destroy() closes its side
-  const client = connect({ port: (listener.address() as AddressInfo).port, host: '127.0.0.1', allowHalfOpen: true });
-  client.on('error', () => {});
-  const [server] = await accepted;
-  t.teardown(() => {
-    client.destroy();
-    server.destroy();
-    listener.close();
-  });
+  const { server, client } = await socketPair(t, { allowHalfOpen: true });
   let data = '';
   client.setEncoding('latin1');
   client.on('data', (chunk: string) => (data += chunk));
