@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
+import { watchFile } from './watch.js';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname, resolve } from 'node:path';
@@ -91,7 +92,20 @@ async function start(file: string): Promise<number> {
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
-    process.on('SIGHUP', () => gateway.log.warn('SIGHUP: config reload is not supported by this version yet; restart to apply changes'));
+    const reload = (why: string) => {
+      let config: unknown;
+      try {
+        config = readConfigFile(file);
+      } catch (err) {
+        return void gateway.log.error({ why, problems: (err as ConfigError).problems }, 'config reload failed; the old config stays in force');
+      }
+      gateway.reload(config).catch((err: unknown) => {
+        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
+        gateway.log.error({ why, problems }, 'config reload failed; the old config stays in force');
+      });
+    };
+    process.on('SIGHUP', () => reload('SIGHUP'));
+    if (gateway.config.watch) watchFile(file, () => reload('file changed'));
   });
 }
 

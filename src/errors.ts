@@ -12,6 +12,8 @@ export const REJECTIONS = {
   GW_ERR_CAPACITY: [503, 'unavailable', 'connection limit reached'],
   GW_ERR_SHUTTING_DOWN: [503, 'unavailable', 'gateway is shutting down'],
   GW_ERR_ORIGIN_NOT_ALLOWED: [403, 'forbidden', 'origin not allowed'],
+  GW_ERR_RATE_LIMITED: [429, 'rate_limited', 'too many handshakes'],
+  GW_ERR_TOO_MANY_CONNECTIONS: [429, 'rate_limited', 'too many connections'],
   GW_ERR_CREDENTIALS_MISSING: [401, 'unauthorized', 'credentials required'],
   GW_ERR_TOKEN_INVALID: [401, 'invalid_token', 'token invalid'],
   GW_ERR_TOKEN_MALFORMED: [401, 'invalid_token', 'token malformed'],

@@ -1,28 +1,26 @@
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server } from 'node:http';
-import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import type { Authenticator } from './auth/authenticator.js';
+import type { AuthRequest } from './auth/authenticator.js';
 import { runChain, withDeadline } from './auth/chain.js';
-import { buildAuthenticator } from './auth/registry.js';
 import { MemorySessionStore, type SessionStore } from './auth/session-store.js';
 import { runUpgradeHandler } from './auth/upgrade-handler.js';
 import { DEFAULT_MAX_HEADER_BYTES, headerBytes, isWellFormedUpgrade, MAX_URL_BYTES, requestIdOf } from './checks.js';
-import { validateConfig } from './config/load.js';
+import { validateConfig, type ValidateOptions } from './config/load.js';
 import type { GatewayConfig } from './config/schema.js';
 import { offeredProtocols, removeProtocolEntry, stripCredential, type FoundCredential } from './credentials.js';
 import { GatewayError } from './errors.js';
-import { setUpstreamHeaders } from './handoff/forward.js';
-import { LocalHandoff, markerOf, rememberMarker } from './handoff/local.js';
-import { UpstreamProxy } from './handoff/upstream.js';
+import { rememberMarker } from './handoff/accept.js';
+import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
 import { createLogger } from './log.js';
 import { connectRedis, type SharedRedis } from './redis.js';
 import { writeRejection } from './respond.js';
-import { compileRoute, type CompiledRoute } from './route.js';
+import type { CompiledRoute } from './route.js';
 import { parseRequestUrl } from './router.js';
+import { buildState, type GatewayState } from './state.js';
 import type { Identity, UpgradeHandler } from './types.js';
 
 /** Options for {@link createGateway} that are not part of the config file. */
@@ -48,6 +46,8 @@ export interface GatewayEvents {
   accepted: [req: IncomingMessage, identity: Identity];
   /** A handshake was refused; `reason` is the response's `error_description`. */
   rejected: [req: IncomingMessage, status: number, reason: string, error: GatewayError];
+  /** A reload was applied (`reload()`, SIGHUP, `watch`). */
+  reloaded: [config: GatewayConfig];
 }
 
 // Why a handshake was dropped without an answer: the client is gone.
@@ -55,7 +55,8 @@ class ClientGone extends Error {}
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 30000;
-const MAX_TIMER_MS = 2 ** 31 - 1;
+// Statuses that are answered before a route's rules apply, so never by `rejectMode: "close"`.
+const HTTP_ONLY = new Set(['GW_ERR_BAD_UPGRADE', 'GW_ERR_URI_TOO_LONG', 'GW_ERR_HEADERS_TOO_LARGE', 'GW_ERR_ROUTE_NOT_FOUND']);
 
 function onSocketError(this: Duplex): void {
   // A reset while a check is pending: the close that follows ends the handshake; nothing else to do.
@@ -64,43 +65,78 @@ function onSocketError(this: Duplex): void {
 
 /**
  * The upgrade gateway: routes, checks and authenticates every `upgrade` request, writes complete HTTP
- * rejections on the raw socket, and hands accepted ones to the application (`local`) or an upstream (`pipe`).
+ * rejections on the raw socket, and hands accepted ones to the application (`local`), an upstream
+ * (`pipe`) or a relay (`relay`).
  */
 export class Gateway extends EventEmitter<GatewayEvents> {
-  /** The validated, frozen config. */
-  readonly config: GatewayConfig;
   readonly log: Logger;
-  readonly #sidecar: boolean;
-  readonly #authenticators = new Map<string, Authenticator>();
-  readonly #routes: readonly CompiledRoute[];
+  readonly #options: ValidateOptions;
   readonly #handlers: UpgradeHandler[] = [];
-  readonly #handshakeTimeoutMs: number;
   readonly #inFlight = new Set<AbortController>();
-  readonly #live = new Set<Duplex>();
-  readonly #perRoute = new Map<CompiledRoute, number>();
+  readonly #handoff: Handoff;
+  /** Swapped whole by reload(); a handshake keeps the state it started with. */
+  #state: GatewayState;
   #redis: SharedRedis | undefined;
-  #proxy: UpstreamProxy | undefined;
-  #local: LocalHandoff | undefined;
   #closing: Promise<void> | undefined;
   #drainDeadline = 0;
-  /** Called when the last live connection ends (set while draining). */
-  #onIdle: (() => void) | undefined;
 
   /** @throws ConfigError listing every problem, like `portcullis check` */
   constructor(config: unknown, options: GatewayOptions = {}) {
     super();
-    this.config = validateConfig(config, { ...(options.baseDir !== undefined && { baseDir: options.baseDir }), sidecar: options.sidecar ?? false });
-    this.log = options.logger ?? createLogger(this.config.log?.level);
-    this.#sidecar = options.sidecar ?? false;
-    this.#handshakeTimeoutMs = this.config.limits?.handshakeTimeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
-    const deps = { log: this.log, redis: () => (this.#redis ??= connectRedis(this.config.redis!.url, this.log)) };
-    const sources = new Map<string, readonly string[]>();
-    for (const [name, auth] of Object.entries(this.config.authenticators ?? {})) {
-      this.#authenticators.set(name, buildAuthenticator(name, auth, deps));
-      if ('from' in auth && auth.from) sources.set(name, auth.from);
-    }
-    this.#routes = this.config.routes.map((route, i) => compileRoute(route, i, this.#authenticators, sources));
+    this.#options = { ...(options.baseDir !== undefined && { baseDir: options.baseDir }), sidecar: options.sidecar ?? false };
+    const validated = validateConfig(config, this.#options);
+    this.log = options.logger ?? createLogger(validated.log?.level);
+    this.#state = this.#build(validated);
+    const gateway = this;
+    this.#handoff = new Handoff({
+      log: this.log,
+      get timeoutMs() {
+        return gateway.#state.handshakeTimeoutMs;
+      },
+      graceOf: (identity) => this.#state.authenticators.get(identity.authenticator)?.clockToleranceSec ?? 0,
+      connection: (ws, req, identity) => {
+        if (this.listenerCount('connection') === 0) this.log.warn({ route: req.url }, 'local connection accepted but nobody listens for "connection"');
+        this.emit('connection', ws, req, identity);
+      },
+      rejected: (req, err) => this.emit('rejected', req, err.status, err.description, err),
+      verifyToken: (route, token, req, socket) => this.#verifyToken(route, token, req, socket),
+      admit: (accepted, identity) => this.#admit(accepted.route, accepted.req, identity),
+    });
     this.handleUpgrade = this.handleUpgrade.bind(this);
+  }
+
+  /** The config in force (validated, frozen); replaced by {@link reload}. */
+  get config(): GatewayConfig {
+    return this.#state.config;
+  }
+
+  #build(config: GatewayConfig): GatewayState {
+    return buildState(config, {
+      log: this.log,
+      redis: () => {
+        const url = config.redis!.url;
+        if (this.#redis?.url !== url) {
+          void this.#redis?.close();
+          this.#redis = connectRedis(url, this.log);
+        }
+        return this.#redis;
+      },
+    });
+  }
+
+  /**
+   * Validates a new config and, when valid, puts it in force at once for new handshakes; live
+   * connections keep what they were accepted with. Invalid: nothing changes.
+   * @throws ConfigError listing every problem
+   */
+  async reload(config: unknown): Promise<void> {
+    const validated = validateConfig(config, this.#options);
+    const next = this.#build(validated);
+    await Promise.all([...next.authenticators.values()].map((a) => a.ready?.()));
+    this.#state = next;
+    if (validated.log?.level) this.log.level = validated.log.level;
+    this.log.info({ routes: validated.routes.length }, 'config reloaded');
+    this.emit('reloaded', validated);
   }
 
   /**
@@ -142,29 +178,29 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   /** Resolves once module authenticators are imported and Redis (when configured) has had its first try. */
   async ready(): Promise<void> {
-    await Promise.all([...this.#authenticators.values()].map((a) => a.ready?.()));
+    await Promise.all([...this.#state.authenticators.values()].map((a) => a.ready?.()));
     await this.#redis?.ready();
   }
 
   /** The in-process store of a `session` authenticator with `store: { type: "memory" }`. */
   sessionStore(name: string): MemorySessionStore | undefined {
-    const store = (this.#authenticators.get(name) as { store?: SessionStore } | undefined)?.store;
+    const store = (this.#state.authenticators.get(name) as { store?: SessionStore } | undefined)?.store;
     return store instanceof MemorySessionStore ? store : undefined;
   }
 
   /** The route a request would take, if any. */
   routeFor(req: IncomingMessage): CompiledRoute | undefined {
     const url = parseRequestUrl(req);
-    return url ? this.#match(url, req) : undefined;
+    return url ? this.#match(this.#state, url, req) : undefined;
   }
 
-  #match(url: URL, req: IncomingMessage): CompiledRoute | undefined {
-    return this.#routes.find((r) => r.matches(url.pathname, req.headers.host));
+  #match(state: GatewayState, url: URL, req: IncomingMessage): CompiledRoute | undefined {
+    return state.routes.find((r) => r.matches(url.pathname, req.headers.host));
   }
 
   /** Live connections handed on by this gateway. */
   get connections(): number {
-    return this.#live.size;
+    return this.#handoff.tracker.size;
   }
 
   /** True once {@link close} was called. */
@@ -178,44 +214,43 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   }
 
   /**
-   * Stops: new upgrades get 503, pending checks are answered 503, local connections get close 1001,
-   * live connections have `drain.timeoutMs` to end before they are destroyed; then backends are closed.
+   * Drains and stops (SPEC 6.4): new upgrades get 503 with `Retry-After`, pending checks are answered 503,
+   * relay and local connections get close 1001 spread over `drain.spreadMs`, and every connection has
+   * until `drain.timeoutMs` to end before it is destroyed; then backends are closed.
    */
   close(): Promise<void> {
     return (this.#closing ??= this.#shutdown());
   }
 
   async #shutdown(): Promise<void> {
-    const timeoutMs = this.config.drain?.timeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+    const { timeoutMs = DEFAULT_DRAIN_TIMEOUT_MS, spreadMs = 0 } = this.config.drain ?? {};
     this.#drainDeadline = Date.now() + timeoutMs;
     for (const ac of this.#inFlight) ac.abort(this.#shuttingDown());
-    for (const ws of this.#local?.clients ?? []) ws.close(1001, 'gateway shutting down');
-    if (this.#live.size > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, timeoutMs);
-        this.#onIdle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
-    for (const socket of this.#live) socket.destroy();
-    this.#proxy?.close();
-    await this.#local?.close();
-    await Promise.all([...this.#authenticators.values()].map((a) => a.close?.()));
+    this.#handoff.closeClients(Math.min(spreadMs, timeoutMs));
+    await this.#handoff.tracker.idle(timeoutMs);
+    await this.#handoff.close();
+    await Promise.all([...this.#state.authenticators.values()].map((a) => a.close?.()));
     await this.#redis?.close();
   }
 
   async #handle(req: IncomingMessage, socket: Duplex, head: Buffer, unmatched: 'ignore' | 'reject'): Promise<void> {
     const decision = await this.#decide(req, socket, head, unmatched);
     if (decision === 'unmatched' || !decision.ok) return;
-    this.#handoff(req, socket, head, decision.route, decision.identity, decision.requestId);
+    const { route, identity, requestId } = decision;
+    const accepted: Accepted = { req, socket, head, route, identity, requestId };
+    try {
+      await this.#handoff.start(accepted, this.#countKeys(route, req, route.firstMessageTimeoutMs === undefined ? identity : undefined));
+    } catch (err) {
+      this.log.error({ reqId: requestId, route: route.path, err: { message: (err as Error).message } }, 'handoff failed');
+      socket.destroy();
+    }
   }
 
   async #decide(req: IncomingMessage, socket: Duplex, head: Buffer, unmatched: 'ignore' | 'reject'): Promise<Decision | 'unmatched'> {
     const started = performance.now();
+    const state = this.#state;
     const url = parseRequestUrl(req);
-    const route = url ? this.#match(url, req) : undefined;
+    const route = url ? this.#match(state, url, req) : undefined;
     if (!route && unmatched === 'ignore') return 'unmatched';
     socket.on('error', onSocketError);
     const requestId = requestIdOf(req);
@@ -228,22 +263,35 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     try {
       if (!url || !isWellFormedUpgrade(req)) throw new GatewayError('GW_ERR_BAD_UPGRADE');
       if (Buffer.byteLength(req.url ?? '') > MAX_URL_BYTES) throw new GatewayError('GW_ERR_URI_TOO_LONG');
-      if (headerBytes(req) > (this.config.limits?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) throw new GatewayError('GW_ERR_HEADERS_TOO_LARGE');
+      if (headerBytes(req) > (state.config.limits?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) throw new GatewayError('GW_ERR_HEADERS_TOO_LARGE');
       if (!route) throw new GatewayError('GW_ERR_ROUTE_NOT_FOUND');
-      this.#checkCapacity(route);
+      this.#checkCapacity(state, route);
       if (!route.originAllowed(req.headers.origin)) throw new GatewayError('GW_ERR_ORIGIN_NOT_ALLOWED', `origin ${JSON.stringify(req.headers.origin?.slice(0, 200))}`);
-      const outcome = await withDeadline(this.#authenticate(route, req, socket, head, url, ac.signal), this.#handshakeTimeoutMs, ac.signal);
-      authenticator = outcome.identity.authenticator;
-      if (!route.requireMet(outcome.identity.claims)) throw new GatewayError('GW_ERR_INSUFFICIENT_SCOPE');
+      const ip = clientIp(req);
+      const wait = route.perIp?.take(ip) ?? 0;
+      if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', `per-ip rate for ${ip}`, { 'Retry-After': String(wait) });
+
+      let identity: Identity;
+      let credential: FoundCredential | undefined;
+      if (route.firstMessageTimeoutMs !== undefined) {
+        // The credential comes in the first message, after the upgrade (relay only).
+        identity = anonymous('first-message');
+      } else {
+        const outcome = await withDeadline(this.#authenticate(route, { req, socket, head, url, signal: ac.signal }), state.handshakeTimeoutMs, ac.signal);
+        identity = outcome.identity;
+        credential = outcome.credential;
+        authenticator = identity.authenticator;
+        this.#admit(route, req, identity);
+      }
       if (socket.destroyed || !socket.writable) throw new ClientGone();
       if (this.#closing) throw this.#shuttingDown();
 
-      this.#prepare(req, url, route, outcome.credential);
-      setIdentity(req, outcome.identity);
-      this.log.info({ ...log, authenticator, subject: outcome.identity.subject, status: 101, durationMs: elapsed(started) }, 'upgrade accepted');
-      this.emit('accepted', req, outcome.identity);
+      this.#prepare(req, url, route, credential);
+      setIdentity(req, identity);
+      this.log.info({ ...log, authenticator, subject: identity.subject, status: 101, durationMs: elapsed(started) }, 'upgrade accepted');
+      this.emit('accepted', req, identity);
       socket.off('error', onSocketError);
-      return { ok: true, identity: outcome.identity, route, requestId };
+      return { ok: true, identity, route, requestId };
     } catch (thrown) {
       if (thrown instanceof ClientGone) {
         this.log.info({ ...log, authenticator, status: null, reason: 'client closed', durationMs: elapsed(started) }, 'upgrade abandoned');
@@ -255,7 +303,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       const cause = err.cause instanceof Error ? { message: err.cause.message, name: err.cause.name } : undefined;
       const level = err.status >= 500 ? 'warn' : 'info';
       this.log[level]({ ...log, authenticator, status: err.status, code: err.code, reason: err.message, cause, durationMs: elapsed(started) }, 'upgrade rejected');
-      writeRejection(socket, err, requestId);
+      if (route?.rejectMode === 'close' && !HTTP_ONLY.has(err.code) && socket.writable) {
+        await this.#handoff.rejectByClose(req, socket, head, route, err);
+      } else {
+        writeRejection(socket, err, requestId);
+      }
       this.emit('rejected', req, err.status, err.description, err);
       return { ok: false, status: err.status, reason: err.description };
     } finally {
@@ -264,12 +316,34 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
   }
 
-  #checkCapacity(route: CompiledRoute): void {
+  #checkCapacity(state: GatewayState, route: CompiledRoute): void {
     if (this.#closing) throw this.#shuttingDown();
-    const max = this.config.limits?.maxConnections ?? Infinity;
-    if (this.#live.size >= max || (this.#perRoute.get(route) ?? 0) >= route.maxConnections) {
+    const tracker = this.#handoff.tracker;
+    if (tracker.size >= state.maxConnections || tracker.count(`route:${route.key}`) >= route.maxConnections) {
       throw new GatewayError('GW_ERR_CAPACITY', undefined, { 'Retry-After': '1' });
     }
+  }
+
+  /** SPEC 3 step 7: `require` claims, then the per-subject rate limit and the per-subject and per-IP caps. */
+  #admit(route: CompiledRoute, req: IncomingMessage, identity: Identity): void {
+    if (!route.requireMet(identity.claims)) throw new GatewayError('GW_ERR_INSUFFICIENT_SCOPE');
+    if (identity.subject !== null) {
+      const wait = route.perSubject?.take(identity.subject) ?? 0;
+      if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', 'per-subject rate', { 'Retry-After': String(wait) });
+      if (this.#handoff.tracker.count(`sub:${route.key}:${identity.subject}`) >= route.maxConnectionsPerSubject) {
+        throw new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', 'per-subject connection cap', { 'Retry-After': '1' });
+      }
+    }
+    if (this.#handoff.tracker.count(`ip:${route.key}:${clientIp(req)}`) >= route.maxConnectionsPerIp) {
+      throw new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', 'per-ip connection cap', { 'Retry-After': '1' });
+    }
+  }
+
+  /** The keys a live connection is counted under (route, client IP, and subject when known). */
+  #countKeys(route: CompiledRoute, req: IncomingMessage, identity: Identity | undefined): string[] {
+    const keys = [`route:${route.key}`, `ip:${route.key}:${clientIp(req)}`];
+    if (identity?.subject != null) keys.push(`sub:${route.key}:${identity.subject}`);
+    return keys;
   }
 
   #shuttingDown(): GatewayError {
@@ -277,22 +351,39 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return new GatewayError('GW_ERR_SHUTTING_DOWN', undefined, { 'Retry-After': String(seconds) });
   }
 
-  async #authenticate(route: CompiledRoute, req: IncomingMessage, socket: Duplex, head: Buffer, url: URL, signal: AbortSignal) {
+  async #authenticate(route: CompiledRoute, request: AuthRequest) {
     const outcome =
       route.authenticators.length === 0
         ? { identity: anonymous('public'), authenticator: 'public' }
-        : await runChain(route.authenticators, { req, socket, head, url, signal });
-    let identity = outcome.identity;
+        : await runChain(route.authenticators, request);
+    const identity = await this.#runHandlers(outcome.identity, request);
+    return { ...outcome, identity };
+  }
+
+  async #runHandlers(identity: Identity, { req, socket, head, signal }: AuthRequest): Promise<Identity> {
     for (const handler of this.#handlers) {
       if (signal.aborted) break;
       identity = await runUpgradeHandler(handler, req, socket, head, identity);
     }
-    return { ...outcome, identity };
+    return identity;
+  }
+
+  /** A first-message or refresh token, checked by the first of the route's authenticators that takes tokens. */
+  async #verifyToken(route: CompiledRoute, token: string, req: IncomingMessage, socket: Duplex): Promise<Identity> {
+    const auth = route.authenticators.find((a) => a.verifyToken);
+    if (!auth) throw new GatewayError('GW_ERR_CREDENTIALS_MISSING', 'no token authenticator on this route');
+    const request = { req, socket, head: Buffer.alloc(0), url: parseRequestUrl(req)!, signal: new AbortController().signal };
+    const work = auth.verifyToken!(token, request).then((identity) => this.#runHandlers(identity, request));
+    return withDeadline(work, this.#state.handshakeTimeoutMs, request.signal).catch((err: unknown) => {
+      if (err instanceof GatewayError || !(err instanceof Error)) throw err;
+      throw new GatewayError('GW_ERR_AUTH_UNAVAILABLE', `${auth.name}: backend failed`, {}, { cause: err });
+    });
   }
 
   /**
-   * Normalises `req.url` and strips what must not travel on: the used credential (per `stripCredentials`), and always every
-   * subprotocol entry that carries a token for one of the route's `protocol:` sources.
+   * Normalises `req.url` and strips what must not travel on: the used credential (per
+   * `stripCredentials`), and always every subprotocol entry that carries a token for one of the route's
+   * `protocol:` sources.
    */
   #prepare(req: IncomingMessage, url: URL, route: CompiledRoute, credential: FoundCredential | undefined): void {
     // The path that was routed and authorised is the one forwarded (dot segments already resolved).
@@ -304,79 +395,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       else if (route.markers.includes(entry)) rememberMarker(req, entry);
     }
   }
+}
 
-  #handoff(req: IncomingMessage, socket: Duplex, head: Buffer, route: CompiledRoute, identity: Identity, requestId: string): void {
-    this.#track(route, socket);
-    if (route.mode === 'local') {
-      this.#local ??= new LocalHandoff(1024 * 1024);
-      this.#local.accept(req, socket, head, (ws) => {
-        this.#expireAt(identity, socket, () => ws.close(1008, 'token expired'), route);
-        if (this.listenerCount('connection') === 0) this.log.warn({ reqId: requestId, route: route.path }, 'local connection accepted but nobody listens for "connection"');
-        this.emit('connection', ws, req, identity);
-      });
-      return;
-    }
-    setUpstreamHeaders(req, requestId, identity, route.identityHeaders);
-    // The marker is the gateway's business: the upstream chooses among the rest, and the gateway answers
-    // the marker itself when the upstream chooses none.
-    const marker = markerOf(req);
-    if (marker !== undefined) removeProtocolEntry(req, marker);
-    this.#proxy ??= new UpstreamProxy();
-    const target = route.upstream!;
-    this.#proxy.forward(req, socket, head, {
-      target,
-      timeoutMs: this.#handshakeTimeoutMs,
-      tlsVerify: route.tlsVerify,
-      ca: route.ca,
-      marker,
-      onOpen: (upstream: Socket) => {
-        this.#expireAt(identity, socket, () => {
-          socket.destroy();
-          upstream.destroy();
-        }, route);
-      },
-      onError: (err, answered) => {
-        const fields = { reqId: requestId, route: route.path, target: new URL(target).host, err: { message: err.message, code: (err as NodeJS.ErrnoException).code } };
-        if (answered) {
-          this.log.debug(fields, 'upstream connection ended with an error');
-          socket.destroy();
-          return;
-        }
-        if (socket.destroyed || !socket.writable) {
-          this.log.info({ ...fields, status: null, reason: 'client closed' }, 'upgrade abandoned');
-          return;
-        }
-        this.log.warn({ ...fields, status: 502 }, 'upstream unavailable');
-        const rejection = new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE');
-        writeRejection(socket, rejection, requestId);
-        this.emit('rejected', req, 502, rejection.description, rejection);
-      },
-    });
-  }
-
-  #track(route: CompiledRoute, socket: Duplex): void {
-    this.#live.add(socket);
-    this.#perRoute.set(route, (this.#perRoute.get(route) ?? 0) + 1);
-    socket.once('close', () => {
-      this.#live.delete(socket);
-      this.#perRoute.set(route, (this.#perRoute.get(route) ?? 1) - 1);
-      if (this.#live.size === 0) this.#onIdle?.();
-    });
-  }
-
-  /** Ends a live connection when its identity expires (`enforceExpiry`), with one timer per connection. */
-  #expireAt(identity: Identity, socket: Duplex, end: () => void, route: CompiledRoute): void {
-    if (!route.enforceExpiry || identity.expiresAt === undefined) return;
-    const grace = this.#authenticators.get(identity.authenticator)?.clockToleranceSec ?? 0;
-    const ms = (identity.expiresAt + grace) * 1000 - Date.now();
-    if (ms > MAX_TIMER_MS) return;
-    const timer = setTimeout(() => {
-      this.log.info({ route: route.path, subject: identity.subject }, 'connection closed: identity expired');
-      end();
-    }, Math.max(0, ms));
-    timer.unref();
-    socket.once('close', () => clearTimeout(timer));
-  }
+/** The client address a connection is counted and rate-limited by. */
+function clientIp(req: IncomingMessage): string {
+  return req.socket?.remoteAddress ?? 'unknown';
 }
 
 function elapsed(started: number): number {

@@ -7,6 +7,7 @@ export interface SharedRedis {
   get(key: string): Promise<string | null>;
   set(key: string, value: string, ttlSec?: number): Promise<void>;
   readonly isReady: boolean;
+  readonly url: string;
   /** Resolves once connected or once the first attempt failed (node-redis keeps retrying in the background). */
   ready(): Promise<void>;
   close(): Promise<void>;
@@ -40,6 +41,7 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
     async set(key, value, ttlSec) {
       await client.set(key, value, ttlSec ? { expiration: { type: 'EX', value: ttlSec } } : undefined);
     },
+    url,
     get isReady() {
       return client.isReady;
     },

@@ -4,15 +4,25 @@ import { compileOrigins, compileRequire, type OriginCheck, type RequireCheck } f
 import type { RouteConfig } from './config/schema.js';
 import { protocolMarker } from './credentials.js';
 import { DEFAULT_IDENTITY_HEADERS, type IdentityHeaders } from './handoff/forward.js';
+import { RateLimiter } from './limits.js';
 import { compileMatcher, type Matcher } from './router.js';
+import { UpstreamPool } from './upstream-pool.js';
+
+/** Route mode after defaults: `local` without an upstream, `pipe` with one unless set. */
+export type RouteMode = 'pipe' | 'relay' | 'local';
+
+const DEFAULT_HEARTBEAT_MS = 30_000;
+const DEFAULT_MAX_PAYLOAD = 1024 * 1024;
 
 /** A route with everything per-request work needs precomputed. */
 export interface CompiledRoute {
   readonly index: number;
   readonly path: string;
+  /** Identifies the route across reloads (path and host), for connection counts. */
+  readonly key: string;
   readonly matches: Matcher;
-  readonly mode: 'pipe' | 'local';
-  readonly upstream: string | undefined;
+  readonly mode: RouteMode;
+  readonly pool: UpstreamPool | undefined;
   readonly authenticators: readonly Authenticator[];
   readonly originAllowed: OriginCheck;
   readonly requireMet: RequireCheck;
@@ -20,8 +30,19 @@ export interface CompiledRoute {
   readonly stripCredentials: boolean;
   readonly enforceExpiry: boolean;
   readonly maxConnections: number;
+  readonly maxConnectionsPerSubject: number;
+  readonly maxConnectionsPerIp: number;
+  readonly perIp: RateLimiter | undefined;
+  readonly perSubject: RateLimiter | undefined;
   readonly tlsVerify: boolean;
   readonly ca: string | undefined;
+  readonly heartbeatMs: number;
+  readonly maxPayload: number;
+  readonly rejectMode: 'http' | 'close';
+  /** `refresh.graceSec`, when refresh messages are accepted. */
+  readonly refreshGraceSec: number | undefined;
+  /** `firstMessageAuth.timeoutMs`, when the credential comes in the first message. */
+  readonly firstMessageTimeoutMs: number | undefined;
   /** Prefixes of this route's `protocol:` sources (`bearer.`). */
   readonly protocolPrefixes: readonly string[];
   /** Their markers (`bearer` for `protocol:bearer.`). */
@@ -29,15 +50,24 @@ export interface CompiledRoute {
 }
 
 /** Compiles one route; `authenticators` must hold every name in `route.auth` (validation ensures it). */
-export function compileRoute(route: RouteConfig, index: number, authenticators: ReadonlyMap<string, Authenticator>, sources: ReadonlyMap<string, readonly string[]>): CompiledRoute {
-  const upstream = Array.isArray(route.upstream) ? route.upstream[0] : route.upstream;
-  const protocolPrefixes = route.auth.flatMap((name) => (sources.get(name) ?? []).filter((s) => s.startsWith('protocol:')).map((s) => s.slice(9)));
+export function compileRoute(
+  route: RouteConfig,
+  index: number,
+  authenticators: ReadonlyMap<string, Authenticator>,
+  sources: ReadonlyMap<string, readonly string[]>,
+): CompiledRoute {
+  const upstreams = route.upstream === undefined ? [] : Array.isArray(route.upstream) ? route.upstream : [route.upstream];
+  const protocolPrefixes = route.auth.flatMap((name) =>
+    (sources.get(name) ?? []).filter((s) => s.startsWith('protocol:')).map((s) => s.slice(9)),
+  );
+  const burst = route.rateLimit?.burst;
   return {
     index,
     path: route.path,
+    key: `${route.host ?? '*'}${route.path}`,
     matches: compileMatcher(route),
-    mode: route.mode === 'local' || upstream === undefined ? 'local' : 'pipe',
-    upstream,
+    mode: route.mode ?? (upstreams.length === 0 ? 'local' : 'pipe'),
+    pool: upstreams.length === 0 ? undefined : new UpstreamPool(upstreams, route.balance, route.ejectMs),
     authenticators: route.auth.map((name) => authenticators.get(name)!),
     originAllowed: compileOrigins(route.origins),
     requireMet: compileRequire(route.require),
@@ -45,8 +75,17 @@ export function compileRoute(route: RouteConfig, index: number, authenticators: 
     stripCredentials: route.stripCredentials ?? true,
     enforceExpiry: route.enforceExpiry ?? true,
     maxConnections: route.maxConnections ?? Infinity,
+    maxConnectionsPerSubject: route.maxConnectionsPerSubject ?? Infinity,
+    maxConnectionsPerIp: route.maxConnectionsPerIp ?? Infinity,
+    perIp: route.rateLimit?.perIp ? new RateLimiter(route.rateLimit.perIp, burst) : undefined,
+    perSubject: route.rateLimit?.perSubject ? new RateLimiter(route.rateLimit.perSubject, burst) : undefined,
     tlsVerify: route.tlsVerify ?? true,
     ca: route.ca === undefined ? undefined : readFileSync(route.ca, 'utf8'),
+    heartbeatMs: route.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
+    maxPayload: route.maxPayload ?? DEFAULT_MAX_PAYLOAD,
+    rejectMode: route.rejectMode ?? 'http',
+    refreshGraceSec: route.refresh ? (route.refresh.graceSec ?? 0) : undefined,
+    firstMessageTimeoutMs: route.firstMessageAuth ? (route.firstMessageAuth.timeoutMs ?? 5000) : undefined,
     protocolPrefixes,
     markers: protocolPrefixes.map(protocolMarker),
   };

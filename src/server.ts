@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { DEFAULT_MAX_HEADER_BYTES, MAX_URL_BYTES, requestIdOf } from './checks.js';
 import { GatewayError, type ErrorCode } from './errors.js';
@@ -18,7 +20,10 @@ const CLIENT_ERRORS: Record<string, ErrorCode> = {
 export function createGatewayServer(gateway: Gateway): Server {
   const limits = gateway.config.limits ?? {};
   const handshakeTimeoutMs = limits.handshakeTimeoutMs ?? 5000;
-  const server = createServer(
+  const tls = gateway.config.listen?.tls;
+  // With listen.tls, clients connect with wss:// (an https server emits the same 'upgrade' events).
+  const create = (tls ? (options: object, handler: never) => createTlsServer({ ...options, cert: readFileSync(tls.cert), key: readFileSync(tls.key) }, handler) : createServer) as typeof createServer;
+  const server = create(
     {
       // Room for an over-long URL on top of the header limit, so it can be told apart (414) from too many
       // header bytes (431): the gateway checks both itself; only a head beyond even that is Node's 431.

@@ -34,6 +34,11 @@ export interface Authenticator {
   /** Seconds an identity stays valid past `expiresAt` (the JWT `clockToleranceSec`); live connections get it too. */
   readonly clockToleranceSec?: number;
   authenticate(request: AuthRequest): Promise<AuthResult | null>;
+  /**
+   * Checks a token that arrived some other way than the request (a first-message `auth` or a `refresh`
+   * message). Only token-bearing authenticators have it. Same contract as `authenticate`, never null.
+   */
+  verifyToken?(token: string, request: AuthRequest): Promise<Identity>;
   /** Work to do before serving (imports, connections); failures surface here, not per request. */
   ready?(): Promise<void>;
   close?(): Promise<void>;

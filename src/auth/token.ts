@@ -15,14 +15,18 @@ export type TokenVerifier = (token: string, request: AuthRequest) => Identity | 
  */
 export function tokenAuthenticator(name: string, type: string, from: readonly string[], verify: TokenVerifier): Authenticator {
   const sources = from.map(parseSource);
+  const verifyToken = async (token: string, request: AuthRequest) => {
+    if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) throw new GatewayError('GW_ERR_TOKEN_TOO_LARGE');
+    return verify(token, request);
+  };
   return {
     name,
     type,
+    verifyToken,
     async authenticate(request) {
       const credential = findCredential(sources, request.req, request.url);
       if (!credential) return null;
-      if (Buffer.byteLength(credential.value) > MAX_TOKEN_BYTES) throw new GatewayError('GW_ERR_TOKEN_TOO_LARGE');
-      return { identity: await verify(credential.value, request), credential };
+      return { identity: await verifyToken(credential.value, request), credential };
     },
   };
 }

@@ -17,11 +17,9 @@ export interface ValidateOptions {
 }
 
 const NOT_YET = 'not supported by this version of portcullis yet';
+// SPEC 9: relay-only fields are errors on a pipe route (maxPayload and heartbeatMs also serve local routes).
 const RELAY_ONLY = ['firstMessageAuth', 'refresh', 'maxPayload', 'heartbeatMs'] as const;
-const UNSUPPORTED_ROUTE_FIELDS = [
-  'rateLimit', 'maxConnectionsPerSubject', 'maxConnectionsPerIp', 'http', 'sticky',
-  'firstMessageAuth', 'refresh', 'revalidateSec', 'assertion', 'heartbeatMs',
-] as const;
+const UNSUPPORTED_ROUTE_FIELDS = ['http', 'sticky', 'revalidateSec', 'assertion'] as const;
 const MIN_HMAC_BYTES = 32;
 
 /** Reads and parses a config file; a missing file or bad JSON is a ConfigError. */
@@ -82,11 +80,9 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): G
   config.routes.forEach((route, i) => route && checkRoute(route, ['routes', i], config, accepts, options, report));
   if (config.workers !== undefined && config.workers > 1) report(['workers'], NOT_YET);
   if (config.tickets) report(['tickets'], NOT_YET);
-  if (config.watch) report(['watch'], NOT_YET);
   if (config.listen?.tls) {
     config.listen.tls.cert = readable(baseDir, config.listen.tls.cert, ['listen', 'tls', 'cert'], report);
     config.listen.tls.key = readable(baseDir, config.listen.tls.key, ['listen', 'tls', 'key'], report);
-    report(['listen', 'tls'], NOT_YET);
   }
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   return deepFreeze(parsed.data);
@@ -180,12 +176,14 @@ function checkRoute(
   if (mode === 'pipe') {
     for (const field of RELAY_ONLY) if (route[field] !== undefined) report([...path, field], 'only for mode "relay"');
   }
-  if (mode === 'relay') report([...path, 'mode'], `"relay": ${NOT_YET}`);
-  if (Array.isArray(route.upstream) && route.upstream.length > 1) report([...path, 'upstream'], `lists of upstreams: ${NOT_YET}`);
-  if (route.rejectMode === 'close') report([...path, 'rejectMode'], `"close": ${NOT_YET}`);
-  for (const field of UNSUPPORTED_ROUTE_FIELDS) {
-    if (route[field] !== undefined && !(mode === 'pipe' && (RELAY_ONLY as readonly string[]).includes(field))) report([...path, field], NOT_YET);
+  if (mode === 'local') {
+    for (const field of ['firstMessageAuth', 'refresh'] as const) if (route[field] !== undefined) report([...path, field], 'only for mode "relay"');
   }
+  if (mode === 'relay' && (route.firstMessageAuth || route.refresh)) {
+    const tokens = route.auth.some((name) => ['jwt', 'apiKey', 'introspection'].includes(config.authenticators?.[name]?.type ?? ''));
+    if (!tokens) report([...path, 'auth'], `${route.firstMessageAuth ? 'firstMessageAuth' : 'refresh'} needs a token authenticator (jwt, apiKey or introspection)`);
+  }
+  for (const field of UNSUPPORTED_ROUTE_FIELDS) if (route[field] !== undefined) report([...path, field], NOT_YET);
   if (route.ca !== undefined) route.ca = readable(options.baseDir ?? process.cwd(), route.ca, [...path, 'ca'], report);
   for (const [i, origin] of (Array.isArray(route.origins) ? route.origins : []).entries()) {
     if (!/^(\*\.[^\s/*]+|[a-z][a-z0-9+.-]*:\/\/[^\s/*]+)$/i.test(origin)) {

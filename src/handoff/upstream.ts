@@ -1,17 +1,71 @@
 // The only file that imports the proxy library. http-proxy 1.18.1 crashes the process on a client reset
 // mid-handshake (test/integration/http-proxy-crash.test.ts shows it); http-proxy-3 has the same API.
-import type { IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { connect as tlsConnect } from 'node:tls';
 import { createProxyServer } from 'http-proxy-3';
 
-/** One upgrade to forward. */
-export interface ForwardRequest {
-  readonly target: string;
-  /** Handshake budget for the upstream's answer; past it the upstream request is aborted (→ 502). */
+/** How to reach an upstream's TCP (or TLS) port. */
+export interface DialOptions {
   readonly timeoutMs: number;
   readonly tlsVerify: boolean;
   readonly ca?: string | undefined;
+}
+
+/**
+ * Opens the TCP (for `wss://`, TLS) connection to a target before anything is proxied, so a refused or
+ * failed connect can be retried on another target while the client socket is still untouched.
+ */
+export function dial(target: string, options: DialOptions): Promise<Socket> {
+  const url = new URL(target);
+  const secure = url.protocol === 'wss:';
+  const port = Number(url.port) || (secure ? 443 : 80);
+  const host = url.hostname.replace(/^\[|\]$/g, '');
+  return new Promise((resolve, reject) => {
+    const socket = secure
+      ? tlsConnect({ host, port, servername: /^[\d.:]+$/.test(host) ? undefined : host, rejectUnauthorized: options.tlsVerify, ...(options.ca !== undefined && { ca: options.ca }) })
+      : netConnect({ host, port });
+    const timer = setTimeout(() => socket.destroy(new Error('upstream connect timed out')), options.timeoutMs);
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', onError);
+      resolve(socket);
+    });
+    socket.once('error', onError);
+    function onError(err: Error) {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(err);
+    }
+  });
+}
+
+// Hands http-proxy-3 the connection `dial` already opened, instead of opening its own.
+class DialedHttpAgent extends HttpAgent {
+  constructor(readonly socket: Socket) {
+    super({ keepAlive: false });
+  }
+  override createConnection(): Duplex {
+    return this.socket;
+  }
+}
+class DialedHttpsAgent extends HttpsAgent {
+  constructor(readonly socket: Socket) {
+    super({ keepAlive: false });
+  }
+  override createConnection(): Duplex {
+    return this.socket;
+  }
+}
+
+/** One upgrade to forward over an already dialed connection. */
+export interface ForwardRequest {
+  readonly target: string;
+  readonly upstream: Socket;
+  /** Budget for the upstream's answer; past it the upstream request is aborted (→ 502). */
+  readonly timeoutMs: number;
   /** The subprotocol marker to answer with when the upstream selects none. */
   readonly marker?: string | undefined;
   /** Called once the upstream answered 101 and both sockets are piped. */
@@ -60,13 +114,12 @@ export class UpstreamProxy {
   forward(req: IncomingMessage, socket: Duplex, head: Buffer, request: ForwardRequest): void {
     const state = { ...request, answered: false };
     this.#pending.set(req, state);
-    this.#proxy.ws(
-      req,
-      socket,
-      head,
-      { target: request.target, secure: request.tlsVerify, ...(request.ca !== undefined && { ssl: { ca: request.ca } }) },
-      (err: Error) => state.onError(err, state.answered),
-    );
+    const secure = request.target.startsWith('wss:');
+    const agent = secure ? new DialedHttpsAgent(request.upstream) : new DialedHttpAgent(request.upstream);
+    this.#proxy.ws(req, socket, head, { target: request.target, agent }, (err: Error) => {
+      request.upstream.destroy();
+      state.onError(err, state.answered);
+    });
   }
 
   close(): void {

@@ -1,0 +1,47 @@
+import type { Duplex } from 'node:stream';
+import { ConnectionCounts } from './limits.js';
+
+/**
+ * The live connections a gateway handed on, with counts per key (route, route+subject, route+IP) for the
+ * connection caps. A connection is counted from its handoff until its client socket closes.
+ */
+export class ConnectionTracker {
+  readonly #live = new Set<Duplex>();
+  readonly #counts = new ConnectionCounts();
+  #onIdle: (() => void) | undefined;
+
+  get size(): number {
+    return this.#live.size;
+  }
+
+  count(key: string): number {
+    return this.#counts.count(key);
+  }
+
+  /** Counts `socket` under each key until it closes. */
+  track(socket: Duplex, keys: readonly string[]): void {
+    this.#live.add(socket);
+    const releases = keys.map((key) => this.#counts.acquire(key));
+    socket.once('close', () => {
+      this.#live.delete(socket);
+      for (const release of releases) release();
+      if (this.#live.size === 0) this.#onIdle?.();
+    });
+  }
+
+  /** Resolves when no connection is left, or after `ms`. */
+  idle(ms: number): Promise<void> {
+    if (this.#live.size === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#onIdle = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  destroyAll(): void {
+    for (const socket of this.#live) socket.destroy();
+  }
+}

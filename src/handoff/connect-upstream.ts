@@ -1,0 +1,148 @@
+import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { WebSocket } from 'ws';
+
+/** How an upstream answered {@link connectUpstream}. */
+export type UpstreamOutcome =
+  /** The upstream answered 101; the socket is open and paused (relay() resumes it). */
+  | { kind: 'open'; ws: WebSocket }
+  /**
+   * The upstream answered plain HTTP (e.g. 403), to pass through. `headers` are the upstream's as
+   * received (Content-Length, Connection and Transfer-Encoding included); `body` is at most its first
+   * 64 KiB, so the caller sets its own framing headers.
+   */
+  | { kind: 'response'; status: number; headers: IncomingHttpHeaders; body: Buffer }
+  /** Refused, reset, timed out, TLS failure, bad handshake answer: the caller answers 502 or retries. */
+  | { kind: 'error'; error: Error };
+
+/** Options for {@link connectUpstream}. */
+export interface ConnectUpstreamOptions {
+  /** Request headers for the upstream; hop-by-hop and ws-managed ones are dropped here. */
+  headers: Record<string, string | string[] | undefined>;
+  /** Subprotocols to offer; the upstream's choice is `ws.protocol`. */
+  protocols: string[];
+  maxPayload: number;
+  /** Bounds the whole attempt, a passed-through response's body included. */
+  timeoutMs: number;
+  tlsVerify: boolean;
+  /** PEM CA certificate(s) for `wss://` targets. */
+  ca?: string | undefined;
+}
+
+/** Largest upstream response body kept for passing through. */
+export const MAX_RESPONSE_BODY = 64 * 1024;
+
+// ws writes these itself (passing them as well breaks the handshake); the rest are hop-by-hop.
+const DROPPED = new Set([
+  'connection',
+  'upgrade',
+  'host',
+  'sec-websocket-key',
+  'sec-websocket-version',
+  'sec-websocket-extensions',
+  'sec-websocket-protocol',
+  'sec-websocket-accept',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'content-length',
+]);
+
+/** The headers that may go to ws as they are: hop-by-hop, ws-managed and undefined ones removed. */
+export function upstreamRequestHeaders(headers: ConnectUpstreamOptions['headers']): Record<string, string | string[]> {
+  const out: Record<string, string | string[]> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value !== undefined && !DROPPED.has(name.toLowerCase())) out[name] = value;
+  }
+  return out;
+}
+
+/**
+ * Opens a WebSocket to `target` (a full `ws://`/`wss://` URL, path and query included) and resolves with
+ * the outcome; never rejects. Whatever the outcome, no socket or timer is left behind except the open
+ * WebSocket handed over, which is paused so that nothing the upstream sends is lost before it is relayed.
+ */
+export function connectUpstream(target: string, options: ConnectUpstreamOptions): Promise<UpstreamOutcome> {
+  return new Promise((resolve) => {
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(target, options.protocols, {
+        headers: upstreamRequestHeaders(options.headers),
+        maxPayload: options.maxPayload,
+        handshakeTimeout: options.timeoutMs,
+        perMessageDeflate: false,
+        rejectUnauthorized: options.tlsVerify,
+        ...(options.ca !== undefined && { ca: options.ca }),
+        followRedirects: false,
+      });
+    } catch (err) {
+      // A bad URL, subprotocol or header value: ws (or http.request) throws synchronously.
+      resolve({ kind: 'error', error: err instanceof Error ? err : new Error(String(err)) });
+      return;
+    }
+
+    let settled = false;
+    let response: { status: number; headers: IncomingHttpHeaders; chunks: Buffer[]; size: number } | undefined;
+
+    const settle = (outcome: UpstreamOutcome): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      ws.off('open', onOpen);
+      ws.off('unexpected-response', onResponse);
+      if (outcome.kind === 'open') {
+        ws.off('error', onError);
+        ws.off('close', onClose);
+      } else {
+        // Aborts the request and destroys its socket; ws then emits 'error' and 'close', still listened to.
+        ws.terminate();
+      }
+      resolve(outcome);
+    };
+    const finishResponse = (): void => {
+      if (!response) return;
+      settle({ kind: 'response', status: response.status, headers: response.headers, body: Buffer.concat(response.chunks, response.size) });
+    };
+    const onOpen = (): void => {
+      ws.pause();
+      settle({ kind: 'open', ws });
+    };
+    const onResponse = (_req: ClientRequest, res: IncomingMessage): void => {
+      response = { status: res.statusCode ?? 502, headers: res.headers, chunks: [], size: 0 };
+      const body = response;
+      res.on('data', (chunk: Buffer) => {
+        const room = MAX_RESPONSE_BODY - body.size;
+        body.chunks.push(room < chunk.length ? chunk.subarray(0, room) : chunk);
+        body.size += Math.min(room, chunk.length);
+        if (body.size >= MAX_RESPONSE_BODY) finishResponse();
+      });
+      res.on('end', finishResponse);
+      // A body cut short by a reset still passes the status through.
+      res.on('close', finishResponse);
+      res.on('error', () => {});
+    };
+    const onError = (error: Error): void => {
+      if (response) finishResponse();
+      else settle({ kind: 'error', error });
+    };
+    const onClose = (): void => {
+      ws.off('error', onError);
+      ws.off('close', onClose);
+      if (response) finishResponse();
+      else settle({ kind: 'error', error: new Error('upstream closed during the handshake') });
+    };
+
+    // ws's handshakeTimeout is an idle timeout; this bounds the whole attempt, a slow body included.
+    const deadline = setTimeout(() => {
+      if (response) finishResponse();
+      else settle({ kind: 'error', error: new Error('upstream handshake timed out') });
+    }, options.timeoutMs);
+
+    ws.on('open', onOpen);
+    ws.on('unexpected-response', onResponse);
+    ws.on('error', onError);
+    ws.on('close', onClose);
+  });
+}

@@ -1,0 +1,335 @@
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import { ConnectionTracker } from '../connections.js';
+import { offeredProtocols, removeProtocolEntry } from '../credentials.js';
+import { GatewayError } from '../errors.js';
+import { scheduleExpiry } from '../expiry.js';
+import { Heartbeat } from '../heartbeat.js';
+import { writeRejection } from '../respond.js';
+import type { CompiledRoute } from '../route.js';
+import type { Identity } from '../types.js';
+import { Acceptor, chooseProtocol, markerOf } from './accept.js';
+import { connectUpstream, type UpstreamOutcome } from './connect-upstream.js';
+import { setUpstreamHeaders } from './forward.js';
+import { relay, type Relay } from './relay.js';
+import { dial, UpstreamProxy } from './upstream.js';
+import { writeUpstreamResponse } from './upstream-response.js';
+
+/** An accepted handshake, ready to be handed on. */
+export interface Accepted {
+  readonly req: IncomingMessage;
+  readonly socket: Duplex;
+  readonly head: Buffer;
+  readonly route: CompiledRoute;
+  readonly identity: Identity;
+  readonly requestId: string;
+}
+
+/** What the handoffs need from the gateway. */
+export interface HandoffHost {
+  readonly log: Logger;
+  /** Budget for reaching an upstream (`limits.handshakeTimeoutMs`). */
+  readonly timeoutMs: number;
+  /** Seconds an identity stays valid past its `expiresAt` (its authenticator's clock tolerance). */
+  graceOf(identity: Identity): number;
+  /** A local route's connection, for the application. */
+  connection(ws: WebSocket, req: IncomingMessage, identity: Identity): void;
+  /** A handshake refused after the decision (502, an upstream's own answer). */
+  rejected(req: IncomingMessage, err: GatewayError): void;
+  /** Checks a token from a first-message `auth` or a `refresh` message with the route's authenticators. */
+  verifyToken(route: CompiledRoute, token: string, req: IncomingMessage, socket: Duplex): Promise<Identity>;
+  /** The checks that follow authentication (`require`, per-subject rate and caps); throws a GatewayError. */
+  admit(accepted: Accepted, identity: Identity): void;
+}
+
+/** The `token` of a client message `{ "type": TYPE, "token": "..." }`, or undefined for any other message. */
+export function parseTyped(data: Buffer, type: 'auth' | 'refresh'): string | undefined {
+  // Cheap test first: most relayed messages are not ours and must not pay for JSON.parse.
+  if (data.length > 16384 || data[0] !== 0x7b || !data.includes(type)) return undefined;
+  try {
+    const message = JSON.parse(data.toString()) as { type?: unknown; token?: unknown };
+    return message.type === type && typeof message.token === 'string' ? message.token : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Close codes for `rejectMode: "close"` (SPEC 9). */
+export function closeCodeFor(status: number): number {
+  return { 400: 4400, 401: 4401, 403: 4403, 429: 4429, 503: 1013 }[status] ?? 1011;
+}
+
+/**
+ * Hands accepted upgrades on: `local` (the application's `connection`), `pipe` (bytes piped after the
+ * upstream's 101) and `relay` (the gateway terminates both WebSockets and relays messages). Owns the live
+ * connections: counts, heartbeats and expiry.
+ */
+export class Handoff {
+  readonly tracker = new ConnectionTracker();
+  readonly #acceptor = new Acceptor();
+  readonly #heartbeat = new Heartbeat();
+  readonly #relays = new Set<Relay>();
+  readonly #host: HandoffHost;
+  #proxy: UpstreamProxy | undefined;
+
+  constructor(host: HandoffHost) {
+    this.#host = host;
+  }
+
+  /** Hands an accepted upgrade on according to its route's mode; `keys` are its connection-count keys. */
+  start(accepted: Accepted, keys: readonly string[]): Promise<void> {
+    this.tracker.track(accepted.socket, keys);
+    switch (accepted.route.mode) {
+      case 'local':
+        return this.#local(accepted);
+      case 'pipe':
+        return this.#pipe(accepted);
+      case 'relay':
+        return this.#relay(accepted);
+    }
+  }
+
+  /** Completes the upgrade only to close it at once with the rejection (`rejectMode: "close"`). */
+  async rejectByClose(req: IncomingMessage, socket: Duplex, head: Buffer, route: CompiledRoute, err: GatewayError): Promise<void> {
+    const ws = await this.#acceptor.accept(req, socket, head, route.maxPayload);
+    ws.close(closeCodeFor(err.status), err.description);
+  }
+
+  /** Completes the upgrade without an upstream yet (first-message auth); the caller takes it from there. */
+  acceptClient(accepted: Accepted): Promise<WebSocket> {
+    return this.#acceptor.accept(accepted.req, accepted.socket, accepted.head, accepted.route.maxPayload);
+  }
+
+  async #local({ req, socket, head, route, identity }: Accepted): Promise<void> {
+    const ws = await this.#acceptor.accept(req, socket, head, route.maxPayload);
+    this.watch(ws, route, identity, () => ws.close(1008, 'token expired'));
+    this.#host.connection(ws, req, identity);
+  }
+
+  /** Heartbeat and expiry for a WebSocket the gateway terminates. */
+  watch(ws: WebSocket, route: CompiledRoute, identity: Identity, expire: () => void): () => void {
+    this.#heartbeat.add(ws, route.heartbeatMs);
+    if (!route.enforceExpiry) return () => {};
+    const cancel = scheduleExpiry(identity.expiresAt, this.#host.graceOf(identity), () => {
+      this.#host.log.info({ route: route.path, subject: identity.subject }, 'connection closed: identity expired');
+      expire();
+    });
+    ws.once('close', cancel);
+    return cancel;
+  }
+
+  /** Sets the upstream headers and removes the marker, which is the gateway's to answer. */
+  #forwardHeaders({ req, route, identity, requestId }: Accepted): string | undefined {
+    setUpstreamHeaders(req, requestId, identity, route.identityHeaders);
+    const marker = markerOf(req);
+    if (marker !== undefined) removeProtocolEntry(req, marker);
+    return marker;
+  }
+
+  /**
+   * Tries a target from the route's pool and, when it fails to connect, once more on another one
+   * (SPEC 5); a failed target is ejected for `ejectMs`.
+   */
+  async connect<T>(accepted: Accepted, attempt: (target: string) => Promise<T>, failure: (result: T) => Error | undefined): Promise<{ target: string; result: T }> {
+    const pool = accepted.route.pool!;
+    const tried = new Set<string>();
+    let last: { target: string; result: T } | undefined;
+    for (let i = 0; i < 2; i++) {
+      const target = pool.pick(tried);
+      if (target === undefined) break;
+      tried.add(target);
+      const result = await attempt(target);
+      const err = failure(result);
+      if (!err) return { target, result };
+      pool.eject(target);
+      last = { target, result };
+      this.#host.log.warn({ reqId: accepted.requestId, route: accepted.route.path, target: new URL(target).host, err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'upstream connect failed');
+    }
+    return last!;
+  }
+
+  #badGateway(accepted: Accepted): void {
+    const { socket, req, requestId, route } = accepted;
+    if (socket.destroyed || !socket.writable) {
+      this.#host.log.info({ reqId: requestId, route: route.path, status: null, reason: 'client closed' }, 'upgrade abandoned');
+      return;
+    }
+    const err = new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE');
+    this.#host.log.warn({ reqId: requestId, route: route.path, status: 502 }, 'upstream unavailable');
+    writeRejection(socket, err, requestId);
+    this.#host.rejected(req, err);
+  }
+
+  async #pipe(accepted: Accepted): Promise<void> {
+    const { req, socket, head, route, identity, requestId } = accepted;
+    const marker = this.#forwardHeaders(accepted);
+    const dialOptions = { timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
+    const { target, result } = await this.connect(
+      accepted,
+      (t) => dial(t, dialOptions).catch((err: Error) => err),
+      (r) => (r instanceof Error ? r : undefined),
+    );
+    if (result instanceof Error) return this.#badGateway(accepted);
+    if (socket.destroyed) return void result.destroy();
+    const release = route.pool!.acquire(target);
+    socket.once('close', release);
+    this.#proxy ??= new UpstreamProxy();
+    this.#proxy.forward(req, socket, head, {
+      target,
+      upstream: result,
+      timeoutMs: this.#host.timeoutMs,
+      marker,
+      onOpen: (upstream: Socket) => {
+        if (!route.enforceExpiry) return;
+        const cancel = scheduleExpiry(identity.expiresAt, this.#host.graceOf(identity), () => {
+          this.#host.log.info({ route: route.path, subject: identity.subject }, 'connection closed: identity expired');
+          socket.destroy();
+          upstream.destroy();
+        });
+        socket.once('close', cancel);
+      },
+      onError: (err, answered) => {
+        if (answered) {
+          this.#host.log.debug({ reqId: requestId, route: route.path, err: { message: err.message } }, 'upstream connection ended with an error');
+          return void socket.destroy();
+        }
+        route.pool!.eject(target);
+        this.#badGateway(accepted);
+      },
+    });
+  }
+
+  /** Connects the upstream WebSocket for a relay, with retry. */
+  async #openUpstream(accepted: Accepted): Promise<{ target: string; result: UpstreamOutcome }> {
+    const { req, route } = accepted;
+    const options = { headers: req.headers, protocols: offeredProtocols(req), maxPayload: route.maxPayload, timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
+    return this.connect<UpstreamOutcome>(
+      accepted,
+      (t) => connectUpstream(t, options),
+      (r) => (r.kind === 'error' ? r.error : undefined),
+    );
+  }
+
+  async #relay(accepted: Accepted): Promise<void> {
+    const { req, socket, head, route, identity } = accepted;
+    if (route.firstMessageTimeoutMs !== undefined) return this.#firstMessage(accepted);
+    this.#forwardHeaders(accepted);
+    const { target, result } = await this.#openUpstream(accepted);
+    if (result.kind === 'error') return this.#badGateway(accepted);
+    if (result.kind === 'response') {
+      // The upstream's own answer (a 403, say) goes to the client as it is.
+      writeUpstreamResponse(socket, result.status, result.headers, result.body);
+      return this.#host.rejected(req, new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', `upstream answered ${result.status}`));
+    }
+    if (socket.destroyed) return void result.ws.terminate();
+    if (result.ws.protocol) chooseProtocol(req, result.ws.protocol);
+    const client = await this.#acceptor.accept(req, socket, head, route.maxPayload);
+    this.#relayBetween(accepted, client, { target, ws: result.ws }, identity);
+  }
+
+  /**
+   * `firstMessageAuth`: the client is accepted anonymously; nothing reaches an upstream until its first
+   * message `{ "type": "auth", "token": "..." }` is accepted (and that message is never forwarded).
+   * Anything else, or nothing within `timeoutMs`, closes with 4401.
+   */
+  async #firstMessage(accepted: Accepted): Promise<void> {
+    const { route, requestId } = accepted;
+    const client = await this.#acceptor.accept(accepted.req, accepted.socket, accepted.head, route.maxPayload);
+    this.#heartbeat.add(client, route.heartbeatMs);
+    const pending: [Buffer, boolean][] = [];
+    const hold = (data: Buffer, isBinary: boolean) => pending.push([data, isBinary]);
+    const timer = setTimeout(() => client.close(4401, 'authentication timed out'), route.firstMessageTimeoutMs);
+    client.once('close', () => clearTimeout(timer));
+    client.once('message', async (data: Buffer, isBinary: boolean) => {
+      clearTimeout(timer);
+      client.on('message', hold);
+      const token = isBinary ? undefined : parseTyped(data, 'auth');
+      let identity: Identity;
+      try {
+        if (token === undefined) throw new GatewayError('GW_ERR_CREDENTIALS_MISSING', 'first message is not an auth message');
+        identity = await this.#host.verifyToken(route, token, accepted.req, accepted.socket);
+        this.#host.admit(accepted, identity);
+      } catch (err) {
+        const rejection = err instanceof GatewayError ? err : new GatewayError('GW_ERR_AUTH_UNAVAILABLE', 'first message auth failed', {}, { cause: err });
+        this.#host.log.info({ reqId: requestId, route: route.path, status: rejection.status, code: rejection.code, reason: rejection.message }, 'first message rejected');
+        return client.close(rejection.status === 401 ? 4401 : closeCodeFor(rejection.status), rejection.description);
+      }
+      if (client.readyState !== client.OPEN) return;
+      const authed = { ...accepted, identity };
+      this.#host.log.info({ reqId: requestId, route: route.path, authenticator: identity.authenticator, subject: identity.subject }, 'first message authenticated');
+      this.#forwardHeaders(authed);
+      const { target, result } = await this.#openUpstream(authed);
+      if (result.kind !== 'open') {
+        this.#host.log.warn({ reqId: requestId, route: route.path, status: result.kind === 'response' ? result.status : 502 }, 'upstream unavailable');
+        return client.close(1011, 'upstream unavailable');
+      }
+      if (client.readyState !== client.OPEN) return void result.ws.terminate();
+      client.off('message', hold);
+      for (const [message, binary] of pending) result.ws.send(message, { binary });
+      this.#relayBetween(authed, client, { target, ws: result.ws }, identity);
+    });
+  }
+
+  /** Relays between an accepted client and its upstream, with heartbeat, expiry and refresh messages. */
+  #relayBetween(accepted: Accepted, client: WebSocket, upstream: { target: string; ws: WebSocket }, identity: Identity): void {
+    const { route } = accepted;
+    const release = route.pool!.acquire(upstream.target);
+    let current = identity;
+    let cancelExpiry = () => {};
+    const refreshing = route.refreshGraceSec !== undefined;
+    const intercept = (data: Buffer, isBinary: boolean): boolean => {
+      const token = isBinary ? undefined : parseTyped(data, 'refresh');
+      if (token === undefined) return false;
+      this.#host.verifyToken(route, token, accepted.req, accepted.socket).then(
+        (next) => {
+          if (next.subject !== current.subject) throw new GatewayError('GW_ERR_TOKEN_INVALID', 'refresh for another subject');
+          current = next;
+          cancelExpiry();
+          cancelExpiry = schedule();
+        },
+        (err: unknown) => {
+          this.#host.log.info({ reqId: accepted.requestId, route: route.path, subject: current.subject, reason: (err as Error).message }, 'refresh rejected');
+          session.close(4401, 'token invalid');
+        },
+      ).catch(() => session.close(4401, 'token invalid'));
+      return true;
+    };
+    const session = relay(client, upstream.ws, refreshing ? { interceptClient: intercept } : {});
+    this.#heartbeat.add(client, route.heartbeatMs);
+    const schedule = () => {
+      if (!route.enforceExpiry) return () => {};
+      const grace = refreshing ? route.refreshGraceSec! : this.#host.graceOf(current);
+      return scheduleExpiry(current.expiresAt, grace, () => {
+        this.#host.log.info({ route: route.path, subject: current.subject }, 'connection closed: identity expired');
+        session.close(refreshing ? 4401 : 1008, 'token expired');
+      });
+    };
+    cancelExpiry = schedule();
+    this.#relays.add(session);
+    void session.done.then(() => {
+      cancelExpiry();
+      release();
+      this.#relays.delete(session);
+    });
+  }
+
+  /** Sends 1001 to every relay and local client, spread evenly over `spreadMs`. */
+  closeClients(spreadMs: number): void {
+    const clients = [...this.#acceptor.clients()];
+    clients.forEach((ws, i) => {
+      const close = () => ws.close(1001, 'gateway shutting down');
+      if (spreadMs <= 0) return close();
+      setTimeout(close, Math.floor((i * spreadMs) / clients.length)).unref();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.tracker.destroyAll();
+    this.#heartbeat.stop();
+    this.#proxy?.close();
+    await this.#acceptor.close();
+  }
+}

@@ -1,0 +1,30 @@
+import type { Authenticator } from './auth/authenticator.js';
+import { buildAuthenticator, type AuthDeps } from './auth/registry.js';
+import type { GatewayConfig } from './config/schema.js';
+import { compileRoute, type CompiledRoute } from './route.js';
+
+/** Everything a config compiles to; a reload swaps it whole. */
+export interface GatewayState {
+  readonly config: GatewayConfig;
+  readonly authenticators: ReadonlyMap<string, Authenticator>;
+  readonly routes: readonly CompiledRoute[];
+  readonly handshakeTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+/** Builds the authenticators and compiles the routes of a validated config. */
+export function buildState(config: GatewayConfig, deps: AuthDeps): GatewayState {
+  const authenticators = new Map<string, Authenticator>();
+  const sources = new Map<string, readonly string[]>();
+  for (const [name, auth] of Object.entries(config.authenticators ?? {})) {
+    authenticators.set(name, buildAuthenticator(name, auth, deps));
+    if ('from' in auth && auth.from) sources.set(name, auth.from);
+  }
+  return {
+    config,
+    authenticators,
+    routes: config.routes.map((route, i) => compileRoute(route, i, authenticators, sources)),
+    handshakeTimeoutMs: config.limits?.handshakeTimeoutMs ?? 5000,
+    maxConnections: config.limits?.maxConnections ?? Infinity,
+  };
+}
