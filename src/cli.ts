@@ -73,7 +73,7 @@ async function start(file: string): Promise<number> {
       gateway.log.info({ address: `${a.address}:${a.port}`, port: a.port }, 'admin listening');
     }
   } catch (err) {
-    gateway.log.fatal({ err: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } }, 'could not listen');
+    gateway.log.fatal({ error: { message: (err as Error).message, code: (err as NodeJS.ErrnoException).code } }, 'could not listen');
     server.close();
     admin?.close();
     await gateway.close();

@@ -241,7 +241,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     try {
       await this.#handoff.start(accepted, this.#countKeys(route, req, route.firstMessageTimeoutMs === undefined ? identity : undefined));
     } catch (err) {
-      this.log.error({ reqId: requestId, route: route.path, err: { message: (err as Error).message } }, 'handoff failed');
+      this.log.error({ reqId: requestId, route: route.path, error: { message: (err as Error).message } }, 'handoff failed');
       socket.destroy();
     }
   }

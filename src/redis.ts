@@ -23,7 +23,7 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
   let lastError = '';
   client.on('error', function onRedisError(err: Error) {
     // One line per distinct failure, not one per reconnect attempt.
-    if (err.message !== lastError) log.warn({ err: { message: err.message } }, 'redis error');
+    if (err.message !== lastError) log.warn({ error: { message: err.message } }, 'redis error');
     lastError = err.message;
   });
   client.on('ready', () => {
@@ -35,7 +35,7 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
     client.once('ready', resolve);
     client.once('error', () => resolve());
   });
-  client.connect().catch((err: Error) => log.warn({ err: { message: err.message } }, 'redis connect failed'));
+  client.connect().catch((err: Error) => log.warn({ error: { message: err.message } }, 'redis connect failed'));
   return {
     get: (key) => client.get(key),
     async set(key, value, ttlSec) {

@@ -121,12 +121,8 @@ export class Handoff {
     return cancel;
   }
 
-  /** Sets the upstream headers and removes the marker, which is the gateway's to answer. */
-  #forwardHeaders({ req, route, identity, requestId }: Accepted): string | undefined {
+  #forwardHeaders({ req, route, identity, requestId }: Accepted): void {
     setUpstreamHeaders(req, requestId, identity, route.identityHeaders);
-    const marker = markerOf(req);
-    if (marker !== undefined) removeProtocolEntry(req, marker);
-    return marker;
   }
 
   /**
@@ -146,7 +142,7 @@ export class Handoff {
       if (!err) return { target, result };
       pool.eject(target);
       last = { target, result };
-      this.#host.log.warn({ reqId: accepted.requestId, route: accepted.route.path, target: new URL(target).host, err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'upstream connect failed');
+      this.#host.log.warn({ reqId: accepted.requestId, route: accepted.route.path, target: new URL(target).host, error: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'upstream connect failed');
     }
     return last!;
   }
@@ -165,7 +161,10 @@ export class Handoff {
 
   async #pipe(accepted: Accepted): Promise<void> {
     const { req, socket, head, route, identity, requestId } = accepted;
-    const marker = this.#forwardHeaders(accepted);
+    this.#forwardHeaders(accepted);
+    // The marker is the gateway's to answer: the upstream chooses among the other protocols.
+    const marker = markerOf(req);
+    if (marker !== undefined) removeProtocolEntry(req, marker);
     const dialOptions = { timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
     const { target, result } = await this.connect(
       accepted,
@@ -193,7 +192,7 @@ export class Handoff {
       },
       onError: (err, answered) => {
         if (answered) {
-          this.#host.log.debug({ reqId: requestId, route: route.path, err: { message: err.message } }, 'upstream connection ended with an error');
+          this.#host.log.debug({ reqId: requestId, route: route.path, error: { message: err.message } }, 'upstream connection ended with an error');
           return void socket.destroy();
         }
         route.pool!.eject(target);
@@ -205,7 +204,9 @@ export class Handoff {
   /** Connects the upstream WebSocket for a relay, with retry. */
   async #openUpstream(accepted: Accepted): Promise<{ target: string; result: UpstreamOutcome }> {
     const { req, route } = accepted;
-    const options = { headers: req.headers, protocols: offeredProtocols(req), maxPayload: route.maxPayload, timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
+    const marker = markerOf(req);
+    const protocols = offeredProtocols(req).filter((p) => p !== marker);
+    const options = { headers: req.headers, protocols, maxPayload: route.maxPayload, timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
     return this.connect<UpstreamOutcome>(
       accepted,
       (t) => connectUpstream(t, options),
