@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
@@ -17,7 +17,7 @@ import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
 import { createLogger } from './log.js';
 import { connectRedis, type SharedRedis } from './redis.js';
-import { writeRejection } from './respond.js';
+import { sendRejection, writeRejection } from './respond.js';
 import type { CompiledRoute } from './route.js';
 import { parseRequestUrl } from './router.js';
 import { buildState, type GatewayState } from './state.js';
@@ -176,6 +176,21 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return decision === 'unmatched' ? { ok: false, status: 404, reason: 'no route for this path' } : decision;
   }
 
+  /**
+   * Handles a plain HTTP request when it is for a route with `http: true`: the same checks as an upgrade
+   * (rejections are ordinary HTTP responses), then proxied to the route's upstream. Needed for Socket.IO's
+   * long-polling transport and for apps served behind the gateway.
+   * @returns false, having done nothing, when no such route matches (answer it yourself)
+   */
+  async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    if (!this.routeFor(req)?.http) return false;
+    const decision = await this.#decide(req, req.socket, Buffer.alloc(0), 'reject', res);
+    if (decision === 'unmatched' || !decision.ok) return true;
+    const { route, identity, requestId } = decision;
+    await this.#handoff.web({ req, socket: req.socket, head: Buffer.alloc(0), route, identity, requestId }, res);
+    return true;
+  }
+
   /** Resolves once module authenticators are imported and Redis (when configured) has had its first try. */
   async ready(): Promise<void> {
     await Promise.all([...this.#state.authenticators.values()].map((a) => a.ready?.()));
@@ -246,22 +261,25 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
   }
 
-  async #decide(req: IncomingMessage, socket: Duplex, head: Buffer, unmatched: 'ignore' | 'reject'): Promise<Decision | 'unmatched'> {
+  /** The pipeline of SPEC 3, for an upgrade (`res` absent) or a plain HTTP request on an `http` route. */
+  async #decide(req: IncomingMessage, socket: Duplex, head: Buffer, unmatched: 'ignore' | 'reject', res?: ServerResponse): Promise<Decision | 'unmatched'> {
     const started = performance.now();
     const state = this.#state;
     const url = parseRequestUrl(req);
     const route = url ? this.#match(state, url, req) : undefined;
     if (!route && unmatched === 'ignore') return 'unmatched';
-    socket.on('error', onSocketError);
+    // A plain request's socket belongs to the HTTP server, which handles its errors.
+    if (!res) socket.on('error', onSocketError);
     const requestId = requestIdOf(req);
-    const log = { reqId: requestId, route: route?.path ?? null, remoteAddress: req.socket?.remoteAddress ?? null };
+    const log = { reqId: requestId, route: route?.path ?? null, remoteAddress: req.socket?.remoteAddress ?? null, ...(res && { method: req.method }) };
     let authenticator: string | null = null;
     const ac = new AbortController();
     const onClose = () => ac.abort(new ClientGone());
-    socket.once('close', onClose);
+    const closes = res ?? socket;
+    closes.once('close', onClose);
     this.#inFlight.add(ac);
     try {
-      if (!url || !isWellFormedUpgrade(req)) throw new GatewayError('GW_ERR_BAD_UPGRADE');
+      if (!url || (!res && !isWellFormedUpgrade(req))) throw new GatewayError('GW_ERR_BAD_UPGRADE');
       if (Buffer.byteLength(req.url ?? '') > MAX_URL_BYTES) throw new GatewayError('GW_ERR_URI_TOO_LONG');
       if (headerBytes(req) > (state.config.limits?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) throw new GatewayError('GW_ERR_HEADERS_TOO_LARGE');
       if (!route) throw new GatewayError('GW_ERR_ROUTE_NOT_FOUND');
@@ -283,19 +301,19 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         authenticator = identity.authenticator;
         this.#admit(route, req, identity);
       }
-      if (socket.destroyed || !socket.writable) throw new ClientGone();
+      if (res ? res.destroyed : socket.destroyed || !socket.writable) throw new ClientGone();
       if (this.#closing) throw this.#shuttingDown();
 
       this.#prepare(req, url, route, credential);
       setIdentity(req, identity);
-      this.log.info({ ...log, authenticator, subject: identity.subject, status: 101, durationMs: elapsed(started) }, 'upgrade accepted');
+      this.log.info({ ...log, authenticator, subject: identity.subject, status: res ? null : 101, durationMs: elapsed(started) }, res ? 'request accepted' : 'upgrade accepted');
       this.emit('accepted', req, identity);
-      socket.off('error', onSocketError);
+      if (!res) socket.off('error', onSocketError);
       return { ok: true, identity, route, requestId };
     } catch (thrown) {
       if (thrown instanceof ClientGone) {
         this.log.info({ ...log, authenticator, status: null, reason: 'client closed', durationMs: elapsed(started) }, 'upgrade abandoned');
-        socket.destroy();
+        if (!res) socket.destroy();
         return { ok: false, status: 0, reason: 'client closed' };
       }
       const err = thrown instanceof GatewayError ? thrown : new GatewayError('GW_ERR_INTERNAL', 'unexpected error', {}, { cause: thrown });
@@ -303,7 +321,9 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       const cause = err.cause instanceof Error ? { message: err.cause.message, name: err.cause.name } : undefined;
       const level = err.status >= 500 ? 'warn' : 'info';
       this.log[level]({ ...log, authenticator, status: err.status, code: err.code, reason: err.message, cause, durationMs: elapsed(started) }, 'upgrade rejected');
-      if (route?.rejectMode === 'close' && !HTTP_ONLY.has(err.code) && socket.writable) {
+      if (res) {
+        sendRejection(res, err, requestId);
+      } else if (route?.rejectMode === 'close' && !HTTP_ONLY.has(err.code) && socket.writable) {
         await this.#handoff.rejectByClose(req, socket, head, route, err);
       } else {
         writeRejection(socket, err, requestId);
@@ -311,7 +331,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       this.emit('rejected', req, err.status, err.description, err);
       return { ok: false, status: err.status, reason: err.description };
     } finally {
-      socket.off('close', onClose);
+      closes.off('close', onClose);
       this.#inFlight.delete(ac);
     }
   }

@@ -5,6 +5,7 @@ import type { RouteConfig } from './config/schema.js';
 import { protocolMarker } from './credentials.js';
 import { DEFAULT_IDENTITY_HEADERS, type IdentityHeaders } from './handoff/forward.js';
 import { RateLimiter } from './limits.js';
+import { StickyCookie } from './sticky.js';
 import { compileMatcher, type Matcher } from './router.js';
 import { UpstreamPool } from './upstream-pool.js';
 
@@ -39,6 +40,10 @@ export interface CompiledRoute {
   readonly heartbeatMs: number;
   readonly maxPayload: number;
   readonly rejectMode: 'http' | 'close';
+  /** Plain HTTP requests on this path are proxied too, after the same checks. */
+  readonly http: boolean;
+  /** Keeps a client on the upstream it first got. */
+  readonly sticky: StickyCookie | undefined;
   /** `refresh.graceSec`, when refresh messages are accepted. */
   readonly refreshGraceSec: number | undefined;
   /** `firstMessageAuth.timeoutMs`, when the credential comes in the first message. */
@@ -55,6 +60,8 @@ export function compileRoute(
   index: number,
   authenticators: ReadonlyMap<string, Authenticator>,
   sources: ReadonlyMap<string, readonly string[]>,
+  /** Signs sticky cookies when the route gives no `sticky.secret`. */
+  derivedSecret: string,
 ): CompiledRoute {
   const upstreams = route.upstream === undefined ? [] : Array.isArray(route.upstream) ? route.upstream : [route.upstream];
   const protocolPrefixes = route.auth.flatMap((name) =>
@@ -84,6 +91,8 @@ export function compileRoute(
     heartbeatMs: route.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
     maxPayload: route.maxPayload ?? DEFAULT_MAX_PAYLOAD,
     rejectMode: route.rejectMode ?? 'http',
+    http: route.http ?? false,
+    sticky: route.sticky ? new StickyCookie(upstreams, typeof route.sticky === 'object' ? route.sticky.secret : `${derivedSecret}\0${route.host ?? '*'}${route.path}`) : undefined,
     refreshGraceSec: route.refresh ? (route.refresh.graceSec ?? 0) : undefined,
     firstMessageTimeoutMs: route.firstMessageAuth ? (route.firstMessageAuth.timeoutMs ?? 5000) : undefined,
     protocolPrefixes,

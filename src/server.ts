@@ -32,7 +32,8 @@ export function createGatewayServer(gateway: Gateway): Server {
       requestTimeout: Math.max(handshakeTimeoutMs, 30000),
       connectionsCheckingInterval: Math.min(1000, Math.max(100, Math.floor(handshakeTimeoutMs / 2))),
     },
-    function onRequest(req: IncomingMessage, res: ServerResponse) {
+    async function onRequest(req: IncomingMessage, res: ServerResponse) {
+      if (await gateway.handleRequest(req, res)) return;
       const routed = gateway.routeFor(req) !== undefined;
       sendRejection(res, new GatewayError(routed ? 'GW_ERR_UPGRADE_REQUIRED' : 'GW_ERR_ROUTE_NOT_FOUND', undefined, routed ? { Upgrade: 'websocket' } : {}), requestIdOf(req));
     },

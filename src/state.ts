@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Authenticator } from './auth/authenticator.js';
 import { buildAuthenticator, type AuthDeps } from './auth/registry.js';
 import type { GatewayConfig } from './config/schema.js';
@@ -20,10 +21,12 @@ export function buildState(config: GatewayConfig, deps: AuthDeps): GatewayState 
     authenticators.set(name, buildAuthenticator(name, auth, deps));
     if ('from' in auth && auth.from) sources.set(name, auth.from);
   }
+  // The same on every replica and across restarts, and unguessable while the config holds a secret.
+  const derivedSecret = createHash('sha256').update(JSON.stringify(config.authenticators ?? {})).digest('hex');
   return {
     config,
     authenticators,
-    routes: config.routes.map((route, i) => compileRoute(route, i, authenticators, sources)),
+    routes: config.routes.map((route, i) => compileRoute(route, i, authenticators, sources, derivedSecret)),
     handshakeTimeoutMs: config.limits?.handshakeTimeoutMs ?? 5000,
     maxConnections: config.limits?.maxConnections ?? Infinity,
   };

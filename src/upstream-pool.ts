@@ -22,8 +22,12 @@ export class UpstreamPool {
     this.#ejectMs = ejectMs;
   }
 
-  /** The target for the next connection, skipping `tried` (the targets that already failed for it). */
-  pick(tried: ReadonlySet<string> = new Set(), now = Date.now()): string | undefined {
+  /**
+   * The target for the next connection, skipping `tried` (the targets that already failed for it);
+   * `preferred` (a sticky client's) when it is healthy.
+   */
+  pick(tried: ReadonlySet<string> = new Set(), now = Date.now(), preferred?: string): string | undefined {
+    if (preferred !== undefined && !tried.has(preferred) && !this.isEjected(preferred, now)) return preferred;
     const candidates = this.targets.filter((t) => !tried.has(t));
     if (candidates.length === 0) return undefined;
     const healthy = candidates.filter((t) => !this.isEjected(t, now));

@@ -19,7 +19,7 @@ export interface ValidateOptions {
 const NOT_YET = 'not supported by this version of portcullis yet';
 // SPEC 9: relay-only fields are errors on a pipe route (maxPayload and heartbeatMs also serve local routes).
 const RELAY_ONLY = ['firstMessageAuth', 'refresh', 'maxPayload', 'heartbeatMs'] as const;
-const UNSUPPORTED_ROUTE_FIELDS = ['http', 'sticky', 'revalidateSec', 'assertion'] as const;
+const UNSUPPORTED_ROUTE_FIELDS = ['revalidateSec', 'assertion'] as const;
 const MIN_HMAC_BYTES = 32;
 
 /** Reads and parses a config file; a missing file or bad JSON is a ConfigError. */
@@ -182,6 +182,9 @@ function checkRoute(
   if (mode === 'relay' && (route.firstMessageAuth || route.refresh)) {
     const tokens = route.auth.some((name) => ['jwt', 'apiKey', 'introspection'].includes(config.authenticators?.[name]?.type ?? ''));
     if (!tokens) report([...path, 'auth'], `${route.firstMessageAuth ? 'firstMessageAuth' : 'refresh'} needs a token authenticator (jwt, apiKey or introspection)`);
+  }
+  if (mode === 'local') {
+    for (const field of ['http', 'sticky'] as const) if (route[field]) report([...path, field], 'needs an upstream');
   }
   for (const field of UNSUPPORTED_ROUTE_FIELDS) if (route[field] !== undefined) report([...path, field], NOT_YET);
   if (route.ca !== undefined) route.ca = readable(options.baseDir ?? process.cwd(), route.ca, [...path, 'ca'], report);

@@ -3,7 +3,11 @@ import { WebSocket } from 'ws';
 
 /** How an upstream answered {@link connectUpstream}. */
 export type UpstreamOutcome =
-  /** The upstream answered 101; the socket is open and paused (relay() resumes it). */
+  /**
+   * The upstream answered 101. The socket is open and paused so that nothing the upstream sends is lost
+   * before it is relayed: relay() resumes it. To drop it instead, `terminate()` it (a paused socket never
+   * reads the close reply, so `close()` would wait for ws's 30 s close timeout).
+   */
   | { kind: 'open'; ws: WebSocket }
   /**
    * The upstream answered plain HTTP (e.g. 403), to pass through. `headers` are the upstream's as
@@ -113,6 +117,7 @@ export function connectUpstream(target: string, options: ConnectUpstreamOptions)
       response = { status: res.statusCode ?? 502, headers: res.headers, chunks: [], size: 0 };
       const body = response;
       res.on('data', (chunk: Buffer) => {
+        if (settled) return;
         const room = MAX_RESPONSE_BODY - body.size;
         body.chunks.push(room < chunk.length ? chunk.subarray(0, room) : chunk);
         body.size += Math.min(room, chunk.length);

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
@@ -8,7 +8,7 @@ import { offeredProtocols, removeProtocolEntry } from '../credentials.js';
 import { GatewayError } from '../errors.js';
 import { scheduleExpiry } from '../expiry.js';
 import { Heartbeat } from '../heartbeat.js';
-import { writeRejection } from '../respond.js';
+import { sendRejection, writeRejection } from '../respond.js';
 import type { CompiledRoute } from '../route.js';
 import type { Identity } from '../types.js';
 import { Acceptor, chooseProtocol, markerOf } from './accept.js';
@@ -131,10 +131,11 @@ export class Handoff {
    */
   async connect<T>(accepted: Accepted, attempt: (target: string) => Promise<T>, failure: (result: T) => Error | undefined): Promise<{ target: string; result: T }> {
     const pool = accepted.route.pool!;
+    const preferred = accepted.route.sticky?.target(accepted.req);
     const tried = new Set<string>();
     let last: { target: string; result: T } | undefined;
     for (let i = 0; i < 2; i++) {
-      const target = pool.pick(tried);
+      const target = pool.pick(tried, Date.now(), preferred);
       if (target === undefined) break;
       tried.add(target);
       const result = await attempt(target);
@@ -157,6 +158,29 @@ export class Handoff {
     this.#host.log.warn({ reqId: requestId, route: route.path, status: 502 }, 'upstream unavailable');
     writeRejection(socket, err, requestId);
     this.#host.rejected(req, err);
+  }
+
+  /** Proxies a plain HTTP request on an `http: true` route (the checks have passed). */
+  async web(accepted: Accepted, res: ServerResponse): Promise<void> {
+    const { req, route, requestId } = accepted;
+    this.#forwardHeaders(accepted);
+    const dialOptions = { timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
+    const { target, result } = await this.connect(
+      accepted,
+      (t) => dial(t, dialOptions).catch((err: Error) => err),
+      (r) => (r instanceof Error ? r : undefined),
+    );
+    const badGateway = () => {
+      const err = new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE');
+      this.#host.log.warn({ reqId: requestId, route: route.path, status: 502 }, 'upstream unavailable');
+      sendRejection(res, err, requestId);
+      this.#host.rejected(req, err);
+    };
+    if (result instanceof Error) return badGateway();
+    if (res.destroyed) return void result.destroy();
+    const sticky = route.sticky && route.sticky.target(req) !== target ? route.sticky.setCookie(target) : undefined;
+    this.#proxy ??= new UpstreamProxy();
+    this.#proxy.web(req, res, { target, upstream: result, setCookie: sticky, onError: () => (res.headersSent ? res.destroy() : badGateway()) });
   }
 
   async #pipe(accepted: Accepted): Promise<void> {

@@ -1,6 +1,6 @@
 // The only file that imports the proxy library. http-proxy 1.18.1 crashes the process on a client reset
 // mid-handshake (test/integration/http-proxy-crash.test.ts shows it); http-proxy-3 has the same API.
-import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
+import { Agent as HttpAgent, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import { connect as netConnect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -82,8 +82,16 @@ export interface ForwardRequest {
 export class UpstreamProxy {
   readonly #proxy = createProxyServer({ ws: true, xfwd: false, changeOrigin: false });
   readonly #pending = new WeakMap<IncomingMessage, ForwardRequest & { answered: boolean }>();
+  readonly #cookies = new WeakMap<IncomingMessage, string>();
 
   constructor() {
+    // A sticky cookie is added beside whatever cookies the upstream sets itself.
+    this.#proxy.on('proxyRes', (proxyRes, req) => {
+      const cookie = this.#cookies.get(req);
+      if (cookie === undefined) return;
+      const prior = proxyRes.headers['set-cookie'] ?? [];
+      proxyRes.headers['set-cookie'] = [...prior, cookie];
+    });
     this.#proxy.on('proxyReqWs', (proxyReq, req, socket) => {
       const state = this.#pending.get(req);
       if (!state) return;
@@ -119,6 +127,21 @@ export class UpstreamProxy {
     this.#proxy.ws(req, socket, head, { target: request.target, agent }, (err: Error) => {
       request.upstream.destroy();
       state.onError(err, state.answered);
+    });
+  }
+
+  /**
+   * Proxies a plain HTTP request (a route with `http: true`) over an already dialed connection; the
+   * target's ws:// or wss:// becomes http:// or https://.
+   */
+  web(req: IncomingMessage, res: ServerResponse, request: { target: string; upstream: Socket; setCookie?: string | undefined; onError(err: Error): void }): void {
+    if (request.setCookie !== undefined) this.#cookies.set(req, request.setCookie);
+    const secure = request.target.startsWith('wss:');
+    const agent = secure ? new DialedHttpsAgent(request.upstream) : new DialedHttpAgent(request.upstream);
+    const target = request.target.replace(/^ws/, 'http');
+    this.#proxy.web(req, res, { target, agent }, (err: Error) => {
+      request.upstream.destroy();
+      request.onError(err);
     });
   }
 
