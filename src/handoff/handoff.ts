@@ -45,6 +45,12 @@ export interface HandoffHost {
   admit(accepted: Accepted, identity: Identity): void;
 }
 
+/** The upstream URL for a request: the target's own path (if any) followed by the request's path and query, as http-proxy joins them. */
+export function joinTarget(target: string, requestUrl: string): string {
+  const base = new URL(target);
+  return `${base.protocol}//${base.host}${base.pathname.replace(/\/$/, '')}${requestUrl}`;
+}
+
 /** The `token` of a client message `{ "type": TYPE, "token": "..." }`, or undefined for any other message. */
 export function parseTyped(data: Buffer, type: 'auth' | 'refresh'): string | undefined {
   // Cheap test first: most relayed messages are not ours and must not pay for JSON.parse.
@@ -233,7 +239,7 @@ export class Handoff {
     const options = { headers: req.headers, protocols, maxPayload: route.maxPayload, timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
     return this.connect<UpstreamOutcome>(
       accepted,
-      (t) => connectUpstream(t, options),
+      (t) => connectUpstream(joinTarget(t, req.url ?? '/'), options),
       (r) => (r.kind === 'error' ? r.error : undefined),
     );
   }
