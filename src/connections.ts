@@ -1,6 +1,13 @@
 import type { Duplex } from 'node:stream';
 import { ConnectionCounts } from './limits.js';
 
+/** The keys live connections are counted under, for the route, per-IP and per-subject caps. */
+export const countKey = {
+  route: (routeKey: string) => `route:${routeKey}`,
+  ip: (routeKey: string, ip: string) => `ip:${routeKey}:${ip}`,
+  subject: (routeKey: string, subject: string) => `sub:${routeKey}:${subject}`,
+};
+
 /**
  * The live connections a gateway handed on, with counts per key (route, route+subject, route+IP) for the
  * connection caps. A connection is counted from its handoff until its client socket closes.

@@ -12,6 +12,7 @@ import { validateConfig, type ValidateOptions } from './config/load.js';
 import type { GatewayConfig } from './config/schema.js';
 import { offeredProtocols, removeProtocolEntry, stripCredential, type FoundCredential } from './credentials.js';
 import { GatewayError } from './errors.js';
+import { countKey } from './connections.js';
 import { rememberMarker } from './handoff/accept.js';
 import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
@@ -339,7 +340,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   #checkCapacity(state: GatewayState, route: CompiledRoute): void {
     if (this.#closing) throw this.#shuttingDown();
     const tracker = this.#handoff.tracker;
-    if (tracker.size >= state.maxConnections || tracker.count(`route:${route.key}`) >= route.maxConnections) {
+    if (tracker.size >= state.maxConnections || tracker.count(countKey.route(route.key)) >= route.maxConnections) {
       throw new GatewayError('GW_ERR_CAPACITY', undefined, { 'Retry-After': '1' });
     }
   }
@@ -350,19 +351,19 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     if (identity.subject !== null) {
       const wait = route.perSubject?.take(identity.subject) ?? 0;
       if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', 'per-subject rate', { 'Retry-After': String(wait) });
-      if (this.#handoff.tracker.count(`sub:${route.key}:${identity.subject}`) >= route.maxConnectionsPerSubject) {
+      if (this.#handoff.tracker.count(countKey.subject(route.key, identity.subject)) >= route.maxConnectionsPerSubject) {
         throw new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', 'per-subject connection cap', { 'Retry-After': '1' });
       }
     }
-    if (this.#handoff.tracker.count(`ip:${route.key}:${clientIp(req)}`) >= route.maxConnectionsPerIp) {
+    if (this.#handoff.tracker.count(countKey.ip(route.key, clientIp(req))) >= route.maxConnectionsPerIp) {
       throw new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', 'per-ip connection cap', { 'Retry-After': '1' });
     }
   }
 
   /** The keys a live connection is counted under (route, client IP, and subject when known). */
   #countKeys(route: CompiledRoute, req: IncomingMessage, identity: Identity | undefined): string[] {
-    const keys = [`route:${route.key}`, `ip:${route.key}:${clientIp(req)}`];
-    if (identity?.subject != null) keys.push(`sub:${route.key}:${identity.subject}`);
+    const keys = [countKey.route(route.key), countKey.ip(route.key, clientIp(req))];
+    if (identity?.subject != null) keys.push(countKey.subject(route.key, identity.subject));
     return keys;
   }
 

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { WebSocket } from 'ws';
-import { ConnectionTracker } from '../connections.js';
+import { ConnectionTracker, countKey } from '../connections.js';
 import { offeredProtocols, removeProtocolEntry } from '../credentials.js';
 import { GatewayError } from '../errors.js';
 import { scheduleExpiry } from '../expiry.js';
@@ -283,6 +283,7 @@ export class Handoff {
         if (token === undefined) throw new GatewayError('GW_ERR_CREDENTIALS_MISSING', 'first message is not an auth message');
         identity = await this.#host.verifyToken(route, token, accepted.req, accepted.socket);
         this.#host.admit(accepted, identity);
+        if (identity.subject !== null) this.tracker.track(accepted.socket, [countKey.subject(route.key, identity.subject)]);
       } catch (err) {
         const rejection = err instanceof GatewayError ? err : new GatewayError('GW_ERR_AUTH_UNAVAILABLE', 'first message auth failed', {}, { cause: err });
         this.#host.log.info({ reqId: requestId, route: route.path, status: rejection.status, code: rejection.code, reason: rejection.message }, 'first message rejected');
