@@ -64,6 +64,23 @@ async function start(file: string): Promise<number> {
   const server = createGatewayServer(gateway);
   let listening = false;
   const admin = gateway.config.admin ? createAdminServer(gateway, () => listening) : undefined;
+  let stopped: (code: number) => void = () => {};
+  const finished = new Promise<number>((resolve) => (stopped = resolve));
+  // Signals are handled from the start, so none can arrive while the default handler would kill us.
+  const stop = (signal: string) => {
+    gateway.log.info({ signal, connections: gateway.connections }, 'stopping');
+    // The listener stays open while draining: new upgrades are answered 503, not refused (SPEC 9).
+    void gateway.close().then(() => {
+      server.close();
+      server.closeAllConnections();
+      admin?.close();
+      gateway.log.info('stopped');
+      stopped(0);
+    });
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => reload(gateway, file, 'SIGHUP'));
   try {
     const address = await listen(server, gateway.config.listen?.port ?? 8080, gateway.config.listen?.host ?? '0.0.0.0');
     listening = true;
@@ -79,34 +96,20 @@ async function start(file: string): Promise<number> {
     await gateway.close();
     return 2;
   }
-  return new Promise<number>((done) => {
-    const stop = (signal: string) => {
-      gateway.log.info({ signal, connections: gateway.connections }, 'stopping');
-      server.close();
-      void gateway.close().then(() => {
-        admin?.close();
-        server.closeAllConnections();
-        gateway.log.info('stopped');
-        done(0);
-      });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-    const reload = (why: string) => {
-      let config: unknown;
-      try {
-        config = readConfigFile(file);
-      } catch (err) {
-        return void gateway.log.error({ why, problems: (err as ConfigError).problems }, 'config reload failed; the old config stays in force');
-      }
-      gateway.reload(config).catch((err: unknown) => {
-        const problems = err instanceof ConfigError ? err.problems : [(err as Error).message];
-        gateway.log.error({ why, problems }, 'config reload failed; the old config stays in force');
-      });
-    };
-    process.on('SIGHUP', () => reload('SIGHUP'));
-    if (gateway.config.watch) watchFile(file, () => reload('file changed'));
-  });
+  if (gateway.config.watch) watchFile(file, () => reload(gateway, file, 'file changed'));
+  return finished;
+}
+
+/** Re-reads the config file and puts it in force; a bad one is logged and the old config stays. */
+function reload(gateway: Gateway, file: string, why: string): void {
+  const failed = (problems: readonly string[]) => gateway.log.error({ why, problems }, 'config reload failed; the old config stays in force');
+  let config: unknown;
+  try {
+    config = readConfigFile(file);
+  } catch (err) {
+    return failed((err as ConfigError).problems);
+  }
+  gateway.reload(config).catch((err: unknown) => failed(err instanceof ConfigError ? err.problems : [(err as Error).message]));
 }
 
 /** Runs the command line; resolves the exit code. */

@@ -15,10 +15,33 @@ export const countKey = {
 export class ConnectionTracker {
   readonly #live = new Set<Duplex>();
   readonly #counts = new ConnectionCounts();
+  #reserved = 0;
   #onIdle: (() => void) | undefined;
 
   get size(): number {
     return this.#live.size;
+  }
+
+  /** Live connections plus the handshakes that hold a reservation: what the connection caps compare. */
+  get load(): number {
+    return this.#live.size + this.#reserved;
+  }
+
+  /**
+   * Holds a slot under each key while a handshake is being decided, so simultaneous handshakes cannot
+   * all pass a cap that only one of them fits under. Release it once the connection is tracked (or refused).
+   * @returns the release function (idempotent)
+   */
+  reserve(keys: readonly string[]): () => void {
+    this.#reserved++;
+    const releases = keys.map((key) => this.#counts.acquire(key));
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#reserved--;
+      for (const release of releases) release();
+    };
   }
 
   count(key: string): number {

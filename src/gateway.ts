@@ -74,6 +74,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly #options: ValidateOptions;
   readonly #handlers: UpgradeHandler[] = [];
   readonly #inFlight = new Set<AbortController>();
+  /** The capacity slot each handshake holds while it is decided (see ConnectionTracker.reserve). */
+  readonly #reservations = new WeakMap<IncomingMessage, (() => void)[]>();
   readonly #handoff: Handoff;
   /** Swapped whole by reload(); a handshake keeps the state it started with. */
   #state: GatewayState;
@@ -100,8 +102,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         this.emit('connection', ws, req, identity);
       },
       rejected: (req, err) => this.emit('rejected', req, err.status, err.description, err),
+      draining: () => (this.#closing ? this.#shuttingDown() : undefined),
       verifyToken: (route, token, req, socket) => this.#verifyToken(route, token, req, socket),
-      admit: (accepted, identity) => this.#admit(accepted.route, accepted.req, identity),
+      // The first-message path tracks the connection in the same tick, so it needs no reservation.
+      admit: (accepted, identity) => this.#admit(accepted.route, accepted.req, identity, false),
     });
     this.handleUpgrade = this.handleUpgrade.bind(this);
   }
@@ -174,6 +178,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    */
   async authorize(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<Decision> {
     const decision = await this.#decide(req, socket, head, 'reject');
+    this.#release(req);
     return decision === 'unmatched' ? { ok: false, status: 404, reason: 'no route for this path' } : decision;
   }
 
@@ -186,6 +191,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     if (!this.routeFor(req)?.http) return false;
     const decision = await this.#decide(req, req.socket, Buffer.alloc(0), 'reject', res);
+    this.#release(req);
     if (decision === 'unmatched' || !decision.ok) return true;
     const { route, identity, requestId } = decision;
     await this.#handoff.web({ req, socket: req.socket, head: Buffer.alloc(0), route, identity, requestId }, res);
@@ -255,7 +261,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const { route, identity, requestId } = decision;
     const accepted: Accepted = { req, socket, head, route, identity, requestId };
     try {
-      await this.#handoff.start(accepted, this.#countKeys(route, req, route.firstMessageTimeoutMs === undefined ? identity : undefined));
+      const started = this.#handoff.start(accepted, this.#countKeys(route, req, route.firstMessageTimeoutMs === undefined ? identity : undefined));
+      // The connection is counted now (start tracks it synchronously): its reservation can go.
+      this.#release(req);
+      await started;
     } catch (err) {
       this.log.error({ reqId: requestId, route: route.path, error: { message: (err as Error).message } }, 'handoff failed');
       socket.destroy();
@@ -285,6 +294,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       if (headerBytes(req) > (state.config.limits?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) throw new GatewayError('GW_ERR_HEADERS_TOO_LARGE');
       if (!route) throw new GatewayError('GW_ERR_ROUTE_NOT_FOUND');
       this.#checkCapacity(state, route);
+      this.#reserve(req, [countKey.route(route.key)]);
       if (!route.originAllowed(req.headers.origin)) throw new GatewayError('GW_ERR_ORIGIN_NOT_ALLOWED', `origin ${JSON.stringify(req.headers.origin?.slice(0, 200))}`);
       const ip = clientIp(req);
       const wait = route.perIp?.take(ip) ?? 0;
@@ -312,6 +322,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       if (!res) socket.off('error', onSocketError);
       return { ok: true, identity, route, requestId };
     } catch (thrown) {
+      this.#release(req);
       if (thrown instanceof ClientGone) {
         this.log.info({ ...log, authenticator, status: null, reason: 'client closed', durationMs: elapsed(started) }, 'upgrade abandoned');
         if (!res) socket.destroy();
@@ -337,16 +348,28 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
   }
 
+  /** Holds capacity under `keys` for this handshake until {@link #release} (see ConnectionTracker.reserve). */
+  #reserve(req: IncomingMessage, keys: string[]): void {
+    const held = this.#reservations.get(req) ?? [];
+    held.push(this.#handoff.tracker.reserve(keys));
+    this.#reservations.set(req, held);
+  }
+
+  #release(req: IncomingMessage): void {
+    for (const release of this.#reservations.get(req) ?? []) release();
+    this.#reservations.delete(req);
+  }
+
   #checkCapacity(state: GatewayState, route: CompiledRoute): void {
     if (this.#closing) throw this.#shuttingDown();
     const tracker = this.#handoff.tracker;
-    if (tracker.size >= state.maxConnections || tracker.count(countKey.route(route.key)) >= route.maxConnections) {
+    if (tracker.load >= state.maxConnections || tracker.count(countKey.route(route.key)) >= route.maxConnections) {
       throw new GatewayError('GW_ERR_CAPACITY', undefined, { 'Retry-After': '1' });
     }
   }
 
   /** SPEC 3 step 7: `require` claims, then the per-subject rate limit and the per-subject and per-IP caps. */
-  #admit(route: CompiledRoute, req: IncomingMessage, identity: Identity): void {
+  #admit(route: CompiledRoute, req: IncomingMessage, identity: Identity, reserve = true): void {
     if (!route.requireMet(identity.claims)) throw new GatewayError('GW_ERR_INSUFFICIENT_SCOPE');
     if (identity.subject !== null) {
       const wait = route.perSubject?.take(identity.subject) ?? 0;
@@ -358,6 +381,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     if (this.#handoff.tracker.count(countKey.ip(route.key, clientIp(req))) >= route.maxConnectionsPerIp) {
       throw new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', 'per-ip connection cap', { 'Retry-After': '1' });
     }
+    if (!reserve) return;
+    const keys = [countKey.ip(route.key, clientIp(req))];
+    if (identity.subject !== null) keys.push(countKey.subject(route.key, identity.subject));
+    this.#reserve(req, keys);
   }
 
   /** The keys a live connection is counted under (route, client IP, and subject when known). */

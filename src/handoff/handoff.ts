@@ -41,6 +41,8 @@ export interface HandoffHost {
   rejected(req: IncomingMessage, err: GatewayError): void;
   /** Checks a token from a first-message `auth` or a `refresh` message with the route's authenticators. */
   verifyToken(route: CompiledRoute, token: string, req: IncomingMessage, socket: Duplex): Promise<Identity>;
+  /** While draining: the 503 for a handoff that was still connecting when the drain began. */
+  draining(): GatewayError | undefined;
   /** The checks that follow authentication (`require`, per-subject rate and caps); throws a GatewayError. */
   admit(accepted: Accepted, identity: Identity): void;
 }
@@ -160,9 +162,14 @@ export class Handoff {
       this.#host.log.info({ reqId: requestId, route: route.path, status: null, reason: 'client closed' }, 'upgrade abandoned');
       return;
     }
-    const err = new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE');
     this.#host.log.warn({ reqId: requestId, route: route.path, status: 502 }, 'upstream unavailable');
-    writeRejection(socket, err, requestId);
+    this.#refuse(accepted, new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE'));
+  }
+
+  /** Refuses a handshake after the decision: an HTTP response, or with `rejectMode: "close"` a close code. */
+  #refuse({ req, socket, head, route, requestId }: Accepted, err: GatewayError): void {
+    if (route.rejectMode === 'close') void this.rejectByClose(req, socket, head, route, err);
+    else writeRejection(socket, err, requestId);
     this.#host.rejected(req, err);
   }
 
@@ -256,6 +263,12 @@ export class Handoff {
       return this.#host.rejected(req, new GatewayError('GW_ERR_UPSTREAM_UNAVAILABLE', `upstream answered ${result.status}`));
     }
     if (socket.destroyed) return void result.ws.terminate();
+    const draining = this.#host.draining();
+    if (draining) {
+      // The drain began while the upstream was connecting: this one will not get its 1001, so refuse it.
+      result.ws.terminate();
+      return this.#refuse(accepted, draining);
+    }
     if (result.ws.protocol) chooseProtocol(req, result.ws.protocol);
     const client = await this.#acceptor.accept(req, socket, head, route.maxPayload);
     this.#relayBetween(accepted, client, { target, ws: result.ws }, identity);
@@ -359,7 +372,9 @@ export class Handoff {
   }
 
   async close(): Promise<void> {
+    const gone = this.tracker.idle(1000);
     this.tracker.destroyAll();
+    await gone;
     this.#heartbeat.stop();
     this.#proxy?.close();
     await this.#acceptor.close();
