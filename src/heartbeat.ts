@@ -10,7 +10,7 @@ export class Heartbeat {
 
   /** Starts pinging `ws` every `periodMs` (0 disables) until it closes. */
   add(ws: WebSocket, periodMs: number): void {
-    if (periodMs <= 0) return;
+    if (periodMs <= 0 || this.#alive.has(ws)) return;
     let group = this.#groups.get(periodMs);
     if (!group) {
       const sockets = new Set<WebSocket>();
