@@ -369,7 +369,7 @@ t.test('a secret value never appears in any problem message', async (t) => {
     ['api key hash', { authenticators: { k: { type: 'apiKey', from: ['bearer'], keys: [{ sha256: MARK, subject: 's' }] } }, routes: [route({ auth: ['k'] })] }],
     ['client secret of a wrong type', { authenticators: { i: { type: 'introspection', from: ['bearer'], url: 'http://h', clientSecret: 42, extra: MARK } }, routes: [route({ auth: ['i'] })] }],
     ['assertion key', { routes: [route({ assertion: { key: MARK } })] }],
-    ['sticky secret', { routes: [route({ sticky: { secret: MARK } })] }],
+    ['sticky secret beside an unknown field', { routes: [route({ sticky: { secret: MARK, extra: 1 } })] }],
     ['algorithm named like a secret', { authenticators: { j: jwt({ algorithms: [MARK] }) }, routes: [route({ auth: ['j'] })] }],
     ['unknown type', { authenticators: { j: { type: MARK, secret: MARK } }, routes: [route({ auth: ['j'] })] }],
   ];
