@@ -113,6 +113,9 @@ export class Handoff {
 
   async #local({ req, socket, head, route, identity }: Accepted): Promise<void> {
     const ws = await this.#acceptor.accept(req, socket, head, route.maxPayload);
+    // ws emits 'error' for a bad frame or an oversized message: with no listener that would crash the
+    // application's process. ws closes the connection itself (1002, 1009); a debug line is enough.
+    ws.on('error', (err) => this.#host.log.debug({ route: route.path, error: { message: err.message } }, 'local connection error'));
     this.watch(ws, route, identity, () => ws.close(1008, 'token expired'));
     this.#host.connection(ws, req, identity);
   }

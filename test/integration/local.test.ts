@@ -205,3 +205,29 @@ t.test("a local connection whose token expires is closed with 1008 'token expire
   t.equal(connections[0]!.ws.readyState, WebSocket.CLOSED, 'the server side is closed too');
   t.equal(gw.gateway.connections, 0);
 });
+
+t.test('local routes: heartbeatMs terminates a client that stops answering pings; maxPayload closes 1009', async (t) => {
+  const gw = await startGateway(t, {
+    authenticators: { jwt: jwtAuth() },
+    routes: [{ path: '/local', auth: ['jwt'], mode: 'local', heartbeatMs: 150, maxPayload: 64 }],
+  }, { attach: true });
+  collectConnections(gw);
+  const headers = { Authorization: `Bearer ${hs256({ sub: 'alice' })}` };
+
+  const alive = await openClient(gw.url('/local'), { headers });
+  const silent = new WebSocket(gw.url('/local'), { headers, autoPong: false });
+  silent.on('error', () => {});
+  await once(silent, 'open');
+  const [code] = (await once(silent, 'close')) as [number];
+  t.equal(code, 1006, 'the silent client was terminated (no close frame)');
+  t.equal(alive.readyState, WebSocket.OPEN, 'a client that answers pings stays');
+  t.equal(await roundTrip(alive, 'still here'), 'echo:still here');
+
+  const big = await openClient(gw.url('/local'), { headers });
+  const closed = once(big, 'close');
+  big.send('x'.repeat(65));
+  const [bigCode] = (await closed) as [number];
+  t.equal(bigCode, 1009, 'a message above maxPayload closes with 1009');
+  await closeClient(alive);
+  await eventually(() => gw.gateway.connections === 0, 3000, 'no connection left');
+});
