@@ -36,7 +36,14 @@ export interface GatewayOptions {
 
 /** The outcome of {@link Gateway.authorize}. When `ok` is false the rejection has already been written. */
 export type Decision =
-  | { readonly ok: true; readonly identity: Identity; readonly route: CompiledRoute; readonly requestId: string }
+  | {
+      readonly ok: true;
+      readonly identity: Identity;
+      readonly route: CompiledRoute;
+      readonly requestId: string;
+      /** Headers the deciding authenticator vouched for, sent upstream (forwardAuth `copyHeaders`). */
+      readonly upstreamHeaders?: Readonly<Record<string, string>> | undefined;
+    }
   | { readonly ok: false; readonly status: number; readonly reason: string };
 
 /** The gateway's events. */
@@ -193,8 +200,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const decision = await this.#decide(req, req.socket, Buffer.alloc(0), 'reject', res);
     this.#release(req);
     if (decision === 'unmatched' || !decision.ok) return true;
-    const { route, identity, requestId } = decision;
-    await this.#handoff.web({ req, socket: req.socket, head: Buffer.alloc(0), route, identity, requestId }, res);
+    const { route, identity, requestId, upstreamHeaders } = decision;
+    await this.#handoff.web({ req, socket: req.socket, head: Buffer.alloc(0), route, identity, requestId, upstreamHeaders }, res);
     return true;
   }
 
@@ -258,8 +265,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async #handle(req: IncomingMessage, socket: Duplex, head: Buffer, unmatched: 'ignore' | 'reject'): Promise<void> {
     const decision = await this.#decide(req, socket, head, unmatched);
     if (decision === 'unmatched' || !decision.ok) return;
-    const { route, identity, requestId } = decision;
-    const accepted: Accepted = { req, socket, head, route, identity, requestId };
+    const { route, identity, requestId, upstreamHeaders } = decision;
+    const accepted: Accepted = { req, socket, head, route, identity, requestId, upstreamHeaders };
     try {
       const started = this.#handoff.start(accepted, this.#countKeys(route, req, route.firstMessageTimeoutMs === undefined ? identity : undefined));
       // The connection is counted now (start tracks it synchronously): its reservation can go.
@@ -302,6 +309,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
       let identity: Identity;
       let credential: FoundCredential | undefined;
+      let upstreamHeaders: Readonly<Record<string, string>> | undefined;
       if (route.firstMessageTimeoutMs !== undefined) {
         // The credential comes in the first message, after the upgrade (relay only).
         identity = anonymous('first-message');
@@ -309,6 +317,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         const outcome = await withDeadline(this.#authenticate(route, { req, socket, head, url, signal: ac.signal }), state.handshakeTimeoutMs, ac.signal);
         identity = outcome.identity;
         credential = outcome.credential;
+        upstreamHeaders = outcome.upstreamHeaders;
         authenticator = identity.authenticator;
         this.#admit(route, req, identity);
       }
@@ -320,7 +329,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       this.log.info({ ...log, authenticator, subject: identity.subject, status: res ? null : 101, durationMs: elapsed(started) }, res ? 'request accepted' : 'upgrade accepted');
       this.emit('accepted', req, identity);
       if (!res) socket.off('error', onSocketError);
-      return { ok: true, identity, route, requestId };
+      return { ok: true, identity, route, requestId, upstreamHeaders };
     } catch (thrown) {
       this.#release(req);
       if (thrown instanceof ClientGone) {

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { compileAssertion, type Assertion } from './assertion.js';
 import type { Authenticator } from './auth/authenticator.js';
 import { compileOrigins, compileRequire, type OriginCheck, type RequireCheck } from './checks.js';
 import type { RouteConfig } from './config/schema.js';
@@ -28,6 +29,8 @@ export interface CompiledRoute {
   readonly originAllowed: OriginCheck;
   readonly requireMet: RequireCheck;
   readonly identityHeaders: IdentityHeaders;
+  /** The signed identity assertion for the upstream (`assertion`). */
+  readonly assertion: Assertion | undefined;
   readonly stripCredentials: boolean;
   readonly enforceExpiry: boolean;
   readonly maxConnections: number;
@@ -79,6 +82,7 @@ export function compileRoute(
     originAllowed: compileOrigins(route.origins),
     requireMet: compileRequire(route.require),
     identityHeaders: { ...DEFAULT_IDENTITY_HEADERS, ...route.forwardIdentity },
+    assertion: route.assertion ? compileAssertion(route.assertion) : undefined,
     stripCredentials: route.stripCredentials ?? true,
     enforceExpiry: route.enforceExpiry ?? true,
     maxConnections: route.maxConnections ?? Infinity,

@@ -18,6 +18,8 @@ export interface AuthRequest {
 export interface AuthResult {
   readonly identity: Identity;
   readonly credential?: FoundCredential;
+  /** Headers the authenticator vouches for, to send upstream (forwardAuth `copyHeaders`). */
+  readonly upstreamHeaders?: Readonly<Record<string, string>>;
 }
 
 /**

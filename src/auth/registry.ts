@@ -3,6 +3,9 @@ import type { AuthenticatorConfig } from '../config/schema.js';
 import type { SharedRedis } from '../redis.js';
 import { apiKeyAuthenticator } from './api-key.js';
 import type { Authenticator } from './authenticator.js';
+import { forwardAuthAuthenticator } from './forward-auth.js';
+import { introspectionAuthenticator } from './introspection.js';
+import { jwksKeyLookup } from './jwks.js';
 import { jwtAuthenticator } from './jwt.js';
 import { sessionAuthenticator } from './session.js';
 import { MemorySessionStore, RedisSessionStore } from './session-store.js';
@@ -19,13 +22,19 @@ export interface AuthDeps {
 export function buildAuthenticator(name: string, config: AuthenticatorConfig, deps: AuthDeps): Authenticator {
   switch (config.type) {
     case 'jwt':
-      return jwtAuthenticator(name, config);
+      return config.jwksUri !== undefined
+        ? jwtAuthenticator(name, config, jwksKeyLookup({ jwksUri: config.jwksUri, cooldownSec: config.jwksCooldownSec ?? 30, log: deps.log }))
+        : jwtAuthenticator(name, config);
     case 'apiKey':
       return apiKeyAuthenticator(name, config);
     case 'session': {
       const store = config.store?.type === 'redis' ? new RedisSessionStore(deps.redis(), config.store.prefix) : new MemorySessionStore();
       return sessionAuthenticator(name, config, store);
     }
+    case 'introspection':
+      return introspectionAuthenticator(name, config);
+    case 'forwardAuth':
+      return forwardAuthAuthenticator(name, config);
     case 'module':
       return moduleAuthenticator(name, config.path);
     default:

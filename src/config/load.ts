@@ -2,6 +2,7 @@ import { createPublicKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { z } from 'zod';
+import { assertionKey } from '../assertion.js';
 import { ConfigError } from '../errors.js';
 import { expandEnv, formatPath } from './env.js';
 import { AuthenticatorSchema, ConfigSchema, RouteSchema, type AuthenticatorConfig, type GatewayConfig, type RouteConfig } from './schema.js';
@@ -19,7 +20,7 @@ export interface ValidateOptions {
 const NOT_YET = 'not supported by this version of portcullis yet';
 // SPEC 9: relay-only fields are errors on a pipe route (maxPayload and heartbeatMs also serve local routes).
 const RELAY_ONLY = ['firstMessageAuth', 'refresh', 'maxPayload', 'heartbeatMs'] as const;
-const UNSUPPORTED_ROUTE_FIELDS = ['revalidateSec', 'assertion'] as const;
+const UNSUPPORTED_ROUTE_FIELDS = ['revalidateSec'] as const;
 const MIN_HMAC_BYTES = 32;
 
 /** Reads and parses a config file; a missing file or bad JSON is a ConfigError. */
@@ -117,13 +118,12 @@ function checkAuthenticator(auth: AuthenticatorConfig, path: PropertyKey[], conf
     case 'jwt': {
       const sources = [auth.secret, auth.publicKey, auth.jwksUri].filter((s) => s !== undefined).length;
       if (sources !== 1) report([...path, 'secret'], 'exactly one of secret, publicKey or jwksUri is required');
-      if (auth.jwksUri !== undefined) report([...path, 'jwksUri'], NOT_YET);
       const hmac = auth.algorithms.filter((a) => a.startsWith('HS'));
       if (auth.secret !== undefined) {
         if (hmac.length !== auth.algorithms.length) report([...path, 'algorithms'], 'a secret verifies only HS256, HS384 or HS512');
         if (Buffer.byteLength(auth.secret) < MIN_HMAC_BYTES) report([...path, 'secret'], `must be at least ${MIN_HMAC_BYTES} bytes`);
       } else if (hmac.length > 0) {
-        report([...path, 'algorithms'], `${hmac.join(', ')} needs a secret, not a public key`);
+        report([...path, 'algorithms'], `${hmac.join(', ')} needs a secret, not ${auth.jwksUri !== undefined ? 'a JWKS' : 'a public key'}`);
       }
       if (auth.publicKey !== undefined) auth.publicKey = publicKeyPem(baseDir, auth.publicKey, [...path, 'publicKey'], report);
       return;
@@ -139,16 +139,24 @@ function checkAuthenticator(auth: AuthenticatorConfig, path: PropertyKey[], conf
     case 'module':
       auth.path = readable(baseDir, auth.path, [...path, 'path'], report);
       return;
+    case 'introspection':
+      if (auth.clientSecret !== undefined && auth.clientId === undefined) report([...path, 'clientId'], 'required with clientSecret');
+      return;
+    case 'forwardAuth':
+      return;
     default:
       report([...path, 'type'], `${auth.type}: ${NOT_YET}`);
   }
 }
 
-/** Whether an authenticator entry (as written, valid or not) reads a cookie: `session`, or a `cookie:` source. */
+/**
+ * Whether an authenticator entry (as written, valid or not) reads a cookie: `session`, `forwardAuth` (it
+ * passes the browser's cookies to the auth service, which may well decide by them), or a `cookie:` source.
+ */
 function acceptsCookie(auth: unknown): boolean {
   if (auth === null || typeof auth !== 'object') return false;
   const { type, from } = auth as { type?: unknown; from?: unknown };
-  return type === 'session' || (Array.isArray(from) && from.some((s) => typeof s === 'string' && s.startsWith('cookie:')));
+  return type === 'session' || type === 'forwardAuth' || (Array.isArray(from) && from.some((s) => typeof s === 'string' && s.startsWith('cookie:')));
 }
 
 function checkRoute(
@@ -187,6 +195,7 @@ function checkRoute(
     for (const field of ['http', 'sticky'] as const) if (route[field]) report([...path, field], 'needs an upstream');
   }
   for (const field of UNSUPPORTED_ROUTE_FIELDS) if (route[field] !== undefined) report([...path, field], NOT_YET);
+  if (route.assertion) route.assertion.key = assertionKeyPem(options.baseDir ?? process.cwd(), route.assertion.key, [...path, 'assertion', 'key'], report);
   if (route.ca !== undefined) route.ca = readable(options.baseDir ?? process.cwd(), route.ca, [...path, 'ca'], report);
   for (const [i, origin] of (Array.isArray(route.origins) ? route.origins : []).entries()) {
     if (!/^(\*\.[^\s/*]+|[a-z][a-z0-9+.-]*:\/\/[^\s/*]+)$/i.test(origin)) {
@@ -218,6 +227,25 @@ function publicKeyPem(baseDir: string, value: string, path: PropertyKey[], repor
     report(path, 'not a valid PEM public key or certificate');
   }
   return pem;
+}
+
+/** An `assertion.key`: a secret (≥ 32 bytes) or an RSA / P-256 private key, inline or `file:`. */
+function assertionKeyPem(baseDir: string, value: string, path: PropertyKey[], report: Report): string {
+  let key = value;
+  if (value.startsWith('file:')) {
+    try {
+      key = readFileSync(readable(baseDir, value, path, report), 'utf8');
+    } catch {
+      return value;
+    }
+  }
+  try {
+    const { algorithm } = assertionKey(key);
+    if (algorithm === 'HS256' && Buffer.byteLength(key) < MIN_HMAC_BYTES) report(path, `a secret must be at least ${MIN_HMAC_BYTES} bytes`);
+  } catch {
+    report(path, 'not a usable signing key (a secret, or an RSA or P-256 EC private key in PEM)');
+  }
+  return key;
 }
 
 function apiKeysFromFile(baseDir: string, ref: string, path: PropertyKey[], report: Report) {

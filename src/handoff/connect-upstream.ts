@@ -1,5 +1,6 @@
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
+import { HOP_BY_HOP } from '../hop-by-hop.js';
 
 /** How an upstream answered {@link connectUpstream}. */
 export type UpstreamOutcome =
@@ -37,20 +38,13 @@ export const MAX_RESPONSE_BODY = 64 * 1024;
 
 // ws writes these itself (passing them as well breaks the handshake); the rest are hop-by-hop.
 const DROPPED = new Set([
-  'connection',
-  'upgrade',
+  ...HOP_BY_HOP,
   'host',
   'sec-websocket-key',
   'sec-websocket-version',
   'sec-websocket-extensions',
   'sec-websocket-protocol',
   'sec-websocket-accept',
-  'keep-alive',
-  'proxy-connection',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
   'content-length',
 ]);
 

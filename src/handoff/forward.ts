@@ -1,5 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { TLSSocket } from 'node:tls';
+import type { Assertion } from '../assertion.js';
+import { HOP_BY_HOP } from '../hop-by-hop.js';
 import type { Identity } from '../types.js';
 
 /** Where the identity goes on the upstream request (`forwardIdentity`). */
@@ -12,26 +14,35 @@ export interface IdentityHeaders {
 export const DEFAULT_IDENTITY_HEADERS: IdentityHeaders = { subject: 'x-auth-subject', claims: 'x-auth-claims' };
 
 // Hop-by-hop headers that must not travel on; `connection` and `upgrade` stay, the upgrade needs them.
-const HOP_BY_HOP = ['keep-alive', 'proxy-connection', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding'];
+const DROPPED = HOP_BY_HOP.filter((name) => name !== 'connection' && name !== 'upgrade');
 
 /** Claims as the upstream receives them: base64url of the JSON. */
 export function encodeClaims(claims: Readonly<Record<string, unknown>>): string {
   return Buffer.from(JSON.stringify(claims)).toString('base64url');
 }
 
+/** What a route adds to the upstream request besides the forwarding headers. */
+export interface UpstreamIdentity {
+  readonly names: IdentityHeaders;
+  readonly assertion?: Assertion | undefined;
+  /** Headers an authenticator vouched for (forwardAuth `copyHeaders`). */
+  readonly extra?: Readonly<Record<string, string>> | undefined;
+}
+
 /**
- * Rewrites `req.headers` in place for the upstream: hop-by-hop headers and every client-sent `x-auth-*`
- * (and configured identity) header removed first, then `X-Forwarded-For` (appended), `-Proto`, `-Host`,
- * `X-Request-Id` and the identity headers set by the gateway.
+ * Rewrites `req.headers` in place for the upstream: hop-by-hop headers and every client-sent header the
+ * gateway sets itself (`x-auth-*`, the identity and assertion names, vouched-for headers) removed first,
+ * then `X-Forwarded-For` (appended), `-Proto`, `-Host`, `X-Request-Id`, the identity headers, the signed
+ * assertion and the vouched-for headers.
  */
-export function setUpstreamHeaders(req: IncomingMessage, requestId: string, identity: Identity, names: IdentityHeaders): void {
+export function setUpstreamHeaders(req: IncomingMessage, requestId: string, identity: Identity, plan: UpstreamIdentity): void {
   const headers = req.headers;
-  const subjectHeader = names.subject.toLowerCase();
-  const claimsHeader = names.claims.toLowerCase();
+  const subjectHeader = plan.names.subject.toLowerCase();
+  const claimsHeader = plan.names.claims.toLowerCase();
+  const extra = Object.entries(plan.extra ?? {}).map(([name, value]) => [name.toLowerCase(), value] as const);
+  const ours = new Set([subjectHeader, claimsHeader, ...(plan.assertion ? [plan.assertion.header] : []), ...extra.map(([name]) => name)]);
   for (const name of Object.keys(headers)) {
-    if (name.startsWith('x-auth-') || name === subjectHeader || name === claimsHeader || HOP_BY_HOP.includes(name)) {
-      delete headers[name];
-    }
+    if (name.startsWith('x-auth-') || ours.has(name) || DROPPED.includes(name)) delete headers[name];
   }
   const remote = req.socket.remoteAddress;
   if (remote) {
@@ -43,4 +54,6 @@ export function setUpstreamHeaders(req: IncomingMessage, requestId: string, iden
   headers['x-request-id'] = requestId;
   if (identity.subject !== null) headers[subjectHeader] = identity.subject;
   headers[claimsHeader] = encodeClaims(identity.claims);
+  if (plan.assertion) headers[plan.assertion.header] = plan.assertion.sign(identity);
+  for (const [name, value] of extra) headers[name] = value;
 }

@@ -26,6 +26,8 @@ export interface Accepted {
   readonly route: CompiledRoute;
   readonly identity: Identity;
   readonly requestId: string;
+  /** Headers the deciding authenticator vouched for, to send upstream (forwardAuth `copyHeaders`). */
+  readonly upstreamHeaders?: Readonly<Record<string, string>> | undefined;
 }
 
 /** What the handoffs need from the gateway. */
@@ -132,8 +134,8 @@ export class Handoff {
     return cancel;
   }
 
-  #forwardHeaders({ req, route, identity, requestId }: Accepted): void {
-    setUpstreamHeaders(req, requestId, identity, route.identityHeaders);
+  #forwardHeaders({ req, route, identity, requestId, upstreamHeaders }: Accepted): void {
+    setUpstreamHeaders(req, requestId, identity, { names: route.identityHeaders, assertion: route.assertion, extra: upstreamHeaders });
   }
 
   /**

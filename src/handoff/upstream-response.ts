@@ -1,8 +1,9 @@
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { HOP_BY_HOP } from '../hop-by-hop.js';
 
 // Framing and connection headers are the gateway's to write for this response.
-const DROP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'upgrade']);
+const DROP = new Set([...HOP_BY_HOP, 'content-length']);
 
 /** Passes an upstream's own HTTP answer to an upgrade (a 403, say) to the client as it is, then closes. */
 export function writeUpstreamResponse(socket: Duplex, status: number, headers: IncomingHttpHeaders, body: Buffer): void {
