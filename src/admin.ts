@@ -1,11 +1,46 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Gateway } from './gateway.js';
+import type { RevocationTarget } from './revocations.js';
 
-function send(res: ServerResponse, status: number, body: Record<string, unknown>, headers: Record<string, string> = {}): void {
+function send(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store', ...headers });
   res.end(text);
+}
+
+const MAX_BODY = 4096;
+
+/** Reads a small JSON body; rejects anything larger than 4 KiB or not JSON. */
+function readJson(req: IncomingMessage): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > MAX_BODY) {
+        reject(new Error('body too large'));
+        req.destroy();
+      } else chunks.push(chunk);
+    });
+    req.on('end', () => {
+      try {
+        resolve(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+      } catch (err) {
+        reject(err);
+      }
+    });
+    req.on('error', reject);
+  });
+}
+
+/** The one revocation target a body names, or undefined. */
+function revocationTarget(body: unknown): RevocationTarget | undefined {
+  if (body === null || typeof body !== 'object') return undefined;
+  const entries = Object.entries(body).filter(([key]) => key === 'subject' || key === 'jti' || key === 'sessionId');
+  if (entries.length !== 1 || Object.keys(body).length !== 1) return undefined;
+  const [[key, value]] = entries as [[string, unknown]];
+  return typeof value === 'string' && value.length > 0 && value.length <= 1024 ? ({ [key]: value } as RevocationTarget) : undefined;
 }
 
 /** Compares a presented bearer token with the admin token in constant time (hashes equalise lengths). */
@@ -30,6 +65,18 @@ export function createAdminServer(gateway: Gateway, isListening: () => boolean):
     }
     if (!adminTokenMatches(req.headers.authorization, token)) {
       return send(res, 401, { error: 'unauthorized', error_description: 'admin token required' }, { 'WWW-Authenticate': 'Bearer realm="portcullis-admin"' });
+    }
+    if (path === '/connections' && req.method === 'GET') return send(res, 200, gateway.listConnections());
+    if (path === '/revoke') {
+      if (req.method !== 'POST') return send(res, 405, { error: 'method_not_allowed', error_description: 'use POST' }, { Allow: 'POST' });
+      return void readJson(req).then(
+        (body) => {
+          const target = revocationTarget(body);
+          if (!target) return send(res, 400, { error: 'bad_request', error_description: 'expected { "subject" | "jti" | "sessionId": "<string>" }' });
+          send(res, 200, { revoked: target, closed: gateway.revoke(target) });
+        },
+        () => send(res, 400, { error: 'bad_request', error_description: 'expected a JSON body of at most 4 KiB' }),
+      );
     }
     send(res, 404, { error: 'not_found', error_description: 'no such admin endpoint' });
   });

@@ -1,5 +1,34 @@
+import { randomUUID } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { ConnectionCounts } from './limits.js';
+import type { Identity } from './types.js';
+
+/** What the gateway knows of one live connection (admin `/connections`, revocation). */
+export interface LiveConnection {
+  readonly id: string;
+  readonly route: string;
+  readonly mode: string;
+  readonly remoteAddress: string | null;
+  readonly startedAt: number;
+  /** Replaced when a first message authenticates or a refresh extends the connection. */
+  identity: Identity;
+  /** Ends the connection for a revocation: a close frame where the gateway speaks WebSocket, else destroy. */
+  end(code: number, reason: string): void;
+}
+
+/** A live connection as `GET /connections` lists it (SPEC 9: times in ISO 8601). */
+export interface ConnectionView {
+  id: string;
+  route: string;
+  subject: string | null;
+  remoteAddress: string | null;
+  startedAt: string;
+  expiresAt: string | null;
+  mode: string;
+  bytesIn: number;
+  bytesOut: number;
+}
 
 /** The keys live connections are counted under, for the route, per-IP and per-subject caps. */
 export const countKey = {
@@ -13,7 +42,7 @@ export const countKey = {
  * connection caps. A connection is counted from its handoff until its client socket closes.
  */
 export class ConnectionTracker {
-  readonly #live = new Set<Duplex>();
+  readonly #live = new Map<Duplex, LiveConnection>();
   readonly #counts = new ConnectionCounts();
   #reserved = 0;
   #onIdle: (() => void) | undefined;
@@ -48,9 +77,14 @@ export class ConnectionTracker {
     return this.#counts.count(key);
   }
 
-  /** Counts `socket` under each key until it closes. */
-  track(socket: Duplex, keys: readonly string[]): void {
-    this.#live.add(socket);
+  /**
+   * Counts `socket` under each key until it closes; the first call for a socket also records what is
+   * known of it (later calls only add keys).
+   */
+  track(socket: Duplex, keys: readonly string[], info?: Omit<LiveConnection, 'id' | 'startedAt' | 'end'>): void {
+    if (!this.#live.has(socket)) {
+      this.#live.set(socket, { id: randomUUID(), startedAt: Date.now(), route: '', mode: '', remoteAddress: null, identity: { subject: null, authenticator: '', claims: {} }, ...info, end: () => socket.destroy() });
+    }
     const releases = keys.map((key) => this.#counts.acquire(key));
     socket.once('close', () => {
       this.#live.delete(socket);
@@ -71,7 +105,32 @@ export class ConnectionTracker {
     });
   }
 
+  /** The record of a live connection, to update (identity, how to end it). */
+  get(socket: Duplex): LiveConnection | undefined {
+    return this.#live.get(socket);
+  }
+
+  /** Every live connection. */
+  connections(): IterableIterator<LiveConnection> {
+    return this.#live.values();
+  }
+
+  /** The live connections as `GET /connections` shows them; bytes are what crossed the client socket. */
+  list(): ConnectionView[] {
+    return [...this.#live].map(([socket, c]) => ({
+      id: c.id,
+      route: c.route,
+      subject: c.identity.subject,
+      remoteAddress: c.remoteAddress,
+      startedAt: new Date(c.startedAt).toISOString(),
+      expiresAt: c.identity.expiresAt === undefined ? null : new Date(c.identity.expiresAt * 1000).toISOString(),
+      mode: c.mode,
+      bytesIn: (socket as Socket).bytesRead ?? 0,
+      bytesOut: (socket as Socket).bytesWritten ?? 0,
+    }));
+  }
+
   destroyAll(): void {
-    for (const socket of this.#live) socket.destroy();
+    for (const socket of this.#live.keys()) socket.destroy();
   }
 }

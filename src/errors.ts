@@ -19,6 +19,7 @@ export const REJECTIONS = {
   GW_ERR_TOKEN_MALFORMED: [401, 'invalid_token', 'token malformed'],
   GW_ERR_TOKEN_TOO_LARGE: [401, 'invalid_token', 'token too large'],
   GW_ERR_TOKEN_EXPIRED: [401, 'invalid_token', 'token expired'],
+  GW_ERR_TOKEN_REVOKED: [401, 'invalid_token', 'token revoked'],
   GW_ERR_TOKEN_TOO_OLD: [401, 'invalid_token', 'token too old'],
   GW_ERR_TOKEN_NOT_YET_VALID: [401, 'invalid_token', 'token not yet valid'],
   GW_ERR_SIGNATURE_INVALID: [401, 'invalid_token', 'signature invalid'],

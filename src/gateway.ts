@@ -12,7 +12,8 @@ import { validateConfig, type ValidateOptions } from './config/load.js';
 import type { GatewayConfig } from './config/schema.js';
 import { offeredProtocols, removeProtocolEntry, stripCredential, type FoundCredential } from './credentials.js';
 import { GatewayError } from './errors.js';
-import { countKey } from './connections.js';
+import { countKey, type ConnectionView } from './connections.js';
+import { matches, Revocations, type RevocationTarget } from './revocations.js';
 import { rememberMarker } from './handoff/accept.js';
 import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
@@ -84,6 +85,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** The capacity slot each handshake holds while it is decided (see ConnectionTracker.reserve). */
   readonly #reservations = new WeakMap<IncomingMessage, (() => void)[]>();
   readonly #handoff: Handoff;
+  readonly #revocations = new Revocations();
   /** Swapped whole by reload(); a handshake keeps the state it started with. */
   #state: GatewayState;
   #redis: SharedRedis | undefined;
@@ -227,6 +229,26 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return state.routes.find((r) => r.matches(url.pathname, req.headers.host));
   }
 
+  /**
+   * Revokes a subject, token id or session id (SPEC 6.1 `POST /revoke`): its live connections are closed
+   * (relay and local: close 4403 `revoked`; pipe: both sockets destroyed) and new handshakes with it are
+   * refused (401 `token revoked`) until its expiry when known, else for 24 hours.
+   * @returns how many live connections were closed
+   */
+  revoke(target: RevocationTarget): number {
+    const hit = [...this.#handoff.tracker.connections()].filter((c) => matches(c.identity, target));
+    const expiries = hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
+    this.#revocations.add(target, hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : undefined);
+    for (const connection of hit) connection.end(4403, 'revoked');
+    this.log.info({ target: Object.keys(target)[0], closed: hit.length }, 'revoked');
+    return hit.length;
+  }
+
+  /** The live connections, as `GET /connections` lists them. */
+  listConnections(): ConnectionView[] {
+    return this.#handoff.tracker.list();
+  }
+
   /** Live connections handed on by this gateway. */
   get connections(): number {
     return this.#handoff.tracker.size;
@@ -316,6 +338,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       } else {
         const outcome = await withDeadline(this.#authenticate(route, { req, socket, head, url, signal: ac.signal }), state.handshakeTimeoutMs, ac.signal);
         identity = outcome.identity;
+        if (this.#revocations.isRevoked(identity)) throw new GatewayError('GW_ERR_TOKEN_REVOKED');
         credential = outcome.credential;
         upstreamHeaders = outcome.upstreamHeaders;
         authenticator = identity.authenticator;
@@ -430,7 +453,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const auth = route.authenticators.find((a) => a.verifyToken);
     if (!auth) throw new GatewayError('GW_ERR_CREDENTIALS_MISSING', 'no token authenticator on this route');
     const request = { req, socket, head: Buffer.alloc(0), url: parseRequestUrl(req)!, signal: new AbortController().signal };
-    const work = auth.verifyToken!(token, request).then((identity) => this.#runHandlers(identity, request));
+    const work = auth.verifyToken!(token, request).then((identity) => {
+      if (this.#revocations.isRevoked(identity)) throw new GatewayError('GW_ERR_TOKEN_REVOKED');
+      return this.#runHandlers(identity, request);
+    });
     return withDeadline(work, this.#state.handshakeTimeoutMs, request.signal).catch((err: unknown) => {
       if (err instanceof GatewayError || !(err instanceof Error)) throw err;
       throw new GatewayError('GW_ERR_AUTH_UNAVAILABLE', `${auth.name}: backend failed`, {}, { cause: err });

@@ -29,6 +29,7 @@ export function identityFromResult(result: UpgradeResult, base: Identity): Ident
   const subject = result.subject === undefined ? base.subject : result.subject === null ? null : String(result.subject);
   const expiresAt = result.expiresAt ?? base.expiresAt;
   return {
+    ...base,
     subject,
     authenticator: base.authenticator,
     claims: { ...base.claims, ...(result.claims ?? {}) },

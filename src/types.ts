@@ -11,6 +11,8 @@ export interface Identity {
   readonly claims: Readonly<Record<string, unknown>>;
   /** When the identity stops being valid, in seconds since the epoch. */
   readonly expiresAt?: number;
+  /** For a `session` identity: the express-session id, so it can be revoked (`POST /revoke`). */
+  readonly sessionId?: string;
 }
 
 /** What a Midway-style handler may return: true accepts anonymously, false rejects, an object accepts as that identity. */

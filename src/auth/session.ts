@@ -56,6 +56,7 @@ export function sessionAuthenticator<S extends SessionStore>(name: string, confi
         identity: {
           subject: String(subject),
           authenticator: name,
+          sessionId: id,
           claims,
           ...(!Number.isNaN(expiresMs) && { expiresAt: Math.floor(expiresMs / 1000) }),
         },

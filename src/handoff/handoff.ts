@@ -91,7 +91,8 @@ export class Handoff {
 
   /** Hands an accepted upgrade on according to its route's mode; `keys` are its connection-count keys. */
   start(accepted: Accepted, keys: readonly string[]): Promise<void> {
-    this.tracker.track(accepted.socket, keys);
+    const { route, req, identity } = accepted;
+    this.tracker.track(accepted.socket, keys, { route: route.path, mode: route.mode, remoteAddress: req.socket?.remoteAddress ?? null, identity });
     switch (accepted.route.mode) {
       case 'local':
         return this.#local(accepted);
@@ -108,9 +109,12 @@ export class Handoff {
     ws.close(closeCodeFor(err.status), err.description);
   }
 
-  /** Completes the upgrade without an upstream yet (first-message auth); the caller takes it from there. */
-  acceptClient(accepted: Accepted): Promise<WebSocket> {
-    return this.#acceptor.accept(accepted.req, accepted.socket, accepted.head, accepted.route.maxPayload);
+  /** How a revocation ends a connection the gateway speaks WebSocket on, and its current identity. */
+  #describe(socket: Duplex, update: { identity?: Identity; end?: (code: number, reason: string) => void }): void {
+    const live = this.tracker.get(socket);
+    if (!live) return;
+    if (update.identity) live.identity = update.identity;
+    if (update.end) live.end = update.end;
   }
 
   async #local({ req, socket, head, route, identity }: Accepted): Promise<void> {
@@ -118,6 +122,7 @@ export class Handoff {
     // ws emits 'error' for a bad frame or an oversized message: with no listener that would crash the
     // application's process. ws closes the connection itself (1002, 1009); a debug line is enough.
     ws.on('error', (err) => this.#host.log.debug({ route: route.path, error: { message: err.message } }, 'local connection error'));
+    this.#describe(socket, { end: (code, reason) => ws.close(code, reason) });
     this.watch(ws, route, identity, () => ws.close(1008, 'token expired'));
     this.#host.connection(ws, req, identity);
   }
@@ -302,6 +307,7 @@ export class Handoff {
         identity = await this.#host.verifyToken(route, token, accepted.req, accepted.socket);
         this.#host.admit(accepted, identity);
         if (identity.subject !== null) this.tracker.track(accepted.socket, [countKey.subject(route.key, identity.subject)]);
+        this.#describe(accepted.socket, { identity, end: (code, reason) => client.close(code, reason) });
       } catch (err) {
         const rejection = err instanceof GatewayError ? err : new GatewayError('GW_ERR_AUTH_UNAVAILABLE', 'first message auth failed', {}, { cause: err });
         this.#host.log.info({ reqId: requestId, route: route.path, status: rejection.status, code: rejection.code, reason: rejection.message }, 'first message rejected');
@@ -337,6 +343,7 @@ export class Handoff {
         (next) => {
           if (next.subject !== current.subject) throw new GatewayError('GW_ERR_TOKEN_INVALID', 'refresh for another subject');
           current = next;
+          this.#describe(accepted.socket, { identity: next });
           cancelExpiry();
           cancelExpiry = schedule();
         },
@@ -348,6 +355,7 @@ export class Handoff {
       return true;
     };
     const session = relay(client, upstream.ws, refreshing ? { interceptClient: intercept } : {});
+    this.#describe(accepted.socket, { end: (code, reason) => session.close(code, reason) });
     this.#heartbeat.add(client, route.heartbeatMs);
     const schedule = () => {
       if (!route.enforceExpiry) return () => {};
