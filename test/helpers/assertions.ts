@@ -44,3 +44,21 @@ export function assertInvalidToken(t: Test, res: RawResponse, description: strin
   assertNoLeak(t, s.gw, secrets, res);
   t.ok(s.gw.logs().some((l) => l.status === 401 && l.msg === 'upgrade rejected'), 'the decision was logged');
 }
+
+/**
+ * The exact bytes of a raw-socket rejection (SPEC 4): status line (`'503 Service Unavailable'`), the
+ * fixed headers, `extra` header lines (`'Retry-After: 1'`) in order, then the JSON body.
+ */
+export function rejection(statusLine: string, error: string, description: string, requestId: string, extra: string[] = []): string {
+  const body = JSON.stringify({ error, error_description: description });
+  return (
+    `HTTP/1.1 ${statusLine}\r\n` +
+    'Connection: close\r\n' +
+    'Content-Type: application/json\r\n' +
+    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
+    'Cache-Control: no-store\r\n' +
+    `X-Request-Id: ${requestId}\r\n` +
+    extra.map((h) => `${h}\r\n`).join('') +
+    `\r\n${body}`
+  );
+}

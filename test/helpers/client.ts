@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { WebSocket } from 'ws';
 import type { Teardown } from './net.js';
 
@@ -17,4 +18,12 @@ export async function echo(ws: WebSocket, text: string): Promise<string> {
   const reply = new Promise<string>((resolve) => ws.once('message', (data) => resolve(String(data))));
   ws.send(text);
   return reply;
+}
+
+/** Closes `ws` with a normal close and waits for the 'close' event (at once if it is already closed). */
+export async function closeClient(ws: WebSocket): Promise<void> {
+  if (ws.readyState === WebSocket.CLOSED) return;
+  const closed = once(ws, 'close');
+  ws.close();
+  await closed;
 }

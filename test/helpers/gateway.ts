@@ -1,10 +1,9 @@
-import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway.js';
 import { createLogger } from '../../src/log.js';
-import type { Teardown } from './net.js';
+import { createGatewayServer } from '../../src/server.js';
+import { listenLocal, type Teardown } from './net.js';
 import { startEchoUpstream, type EchoUpstream } from './upstream.js';
 
 /** A gateway on a real HTTP server on port 0, with its log lines captured. */
@@ -46,14 +45,24 @@ export async function startGateway(
   const server = options.server ?? createServer((_req, res) => res.writeHead(404).end());
   if (options.attach) gateway.attach(server);
   else server.on('upgrade', gateway.handleUpgrade);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const port = (server.address() as AddressInfo).port;
-  t.teardown(async () => {
-    await gateway.close();
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
-  });
+  return serve(t, gateway, server, lines);
+}
+
+/**
+ * Starts a gateway with `sidecar: true` on the sidecar's own server (`createGatewayServer`: plain-HTTP
+ * answers, client errors, `listen.tls`). Closed by `t.teardown`. With `listen.tls`, `url()` still says
+ * ws://; connect with wss:// yourself.
+ */
+export async function startSidecar(t: Teardown, config: unknown, options: GatewayOptions = {}): Promise<TestGateway> {
+  const { logger, lines } = captureLog();
+  const gateway = createGateway(config, { logger, ...options, sidecar: true });
+  await gateway.ready();
+  return serve(t, gateway, createGatewayServer(gateway), lines);
+}
+
+/** Listens on port 0; the teardown closes the gateway, then the server. */
+async function serve(t: Teardown, gateway: Gateway, server: Server, lines: string[]): Promise<TestGateway> {
+  const port = await listenLocal(t, server, () => gateway.close());
   return {
     gateway,
     server,

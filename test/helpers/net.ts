@@ -1,6 +1,8 @@
 import { once } from 'node:events';
 import { createServer, type AddressInfo } from 'node:net';
 import { readdirSync } from 'node:fs';
+import type { Server as HttpServer } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 
 /** A port that was free a moment ago (for servers that cannot listen on port 0, like redis-server). */
 export async function freePort(): Promise<number> {
@@ -33,4 +35,19 @@ export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 /** The part of a tap test the helpers need: somewhere to register cleanup. */
 export interface Teardown {
   teardown(fn: () => unknown): void;
+}
+
+/**
+ * Listens on 127.0.0.1 port 0 and returns the port; `t.teardown` runs `beforeClose` (if any), drops the
+ * server's open connections and closes it.
+ */
+export async function listenLocal(t: Teardown, server: HttpServer | HttpsServer, beforeClose?: () => unknown): Promise<number> {
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(async () => {
+    await beforeClose?.();
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+  });
+  return (server.address() as AddressInfo).port;
 }

@@ -4,6 +4,7 @@
 // close() resolves (the process exits 0) once nothing is left. Real sockets and processes throughout.
 import t, { type Test } from 'tap';
 import { WebSocket } from 'ws';
+import { rejection } from '../helpers/assertions.js';
 import { cleanEnv, spawnCli, writeJson, type CliProcess } from '../helpers/cli.js';
 import { echo, openClient } from '../helpers/client.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
@@ -12,7 +13,6 @@ import { hs256, jwtAuth } from '../helpers/tokens.js';
 import { rawUpgrade, type RawResponse } from '../helpers/upgrade.js';
 import { startDelayedUpstream, startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 
-const BODY_503 = '{"error":"unavailable","error_description":"gateway is shutting down"}';
 const bearer = (token: string) => ({ Authorization: `Bearer ${token}` });
 
 /** A config with a pipe, a relay and a local route behind one jwt authenticator. */
@@ -59,28 +59,14 @@ function timedClose(gw: TestGateway): { started: number; done: Promise<number> }
   return { started, done: gw.gateway.close().then(() => Date.now()) };
 }
 
-/** The exact 503 the gateway writes while draining, for `Retry-After: seconds`. */
-function expected503(requestId: string, seconds: string): string {
-  return [
-    'HTTP/1.1 503 Service Unavailable',
-    'Connection: close',
-    'Content-Type: application/json',
-    `Content-Length: ${Buffer.byteLength(BODY_503)}`,
-    'Cache-Control: no-store',
-    `X-Request-Id: ${requestId}`,
-    `Retry-After: ${seconds}`,
-    '',
-    BODY_503,
-  ].join('\r\n');
-}
-
 /** Checks a drain 503 byte for byte; returns its Retry-After in seconds. */
 function assertDrain503(t: Test, res: RawResponse, requestId: string, maxSeconds: number): number {
   const retryAfter = res.headers['retry-after'] ?? '';
   const seconds = Number(retryAfter);
   t.match(retryAfter, /^[1-9][0-9]*$/, `Retry-After is whole seconds, at least 1 (got ${JSON.stringify(retryAfter)})`);
   t.ok(seconds <= maxSeconds, `Retry-After ${seconds} ≤ ${maxSeconds} (the remaining drain time)`);
-  t.equal(res.raw, expected503(requestId, retryAfter), 'the exact 503 bytes');
+  const expected = rejection('503 Service Unavailable', 'unavailable', 'gateway is shutting down', requestId, [`Retry-After: ${retryAfter}`]);
+  t.equal(res.raw, expected, 'the exact 503 bytes');
   t.ok(res.closed, 'the socket is closed by the gateway');
   return seconds;
 }

@@ -1,16 +1,14 @@
 // SPEC 2.2 (forwardAuth), 4, 9: the handshake asks a real HTTP auth service on 127.0.0.1 (Traefik
 // ForwardAuth / nginx auth_request / oauth2-proxy `/oauth2/auth` style), which counts its hits and
 // records what it received, in front of a real ws upstream. No mocks.
-import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { validateConfig } from '../../src/config/load.js';
 import { ConfigError } from '../../src/errors.js';
 import { assertNoLeak, assertRejected } from '../helpers/assertions.js';
 import { echo, openClient } from '../helpers/client.js';
 import { startGatewayWithUpstream, type Setup } from '../helpers/gateway.js';
-import { freePort } from '../helpers/net.js';
+import { freePort, listenLocal } from '../helpers/net.js';
 import { rawUpgrade } from '../helpers/upgrade.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -38,13 +36,8 @@ async function startAuthService(t: Test, answer: Answer): Promise<AuthService> {
     req.resume();
     answer(hit, res);
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
-  });
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/oauth2/auth`, hits };
+  const port = await listenLocal(t, server);
+  return { url: `http://127.0.0.1:${port}/oauth2/auth`, hits };
 }
 
 /** An answer with a status and headers, and a small body (as real auth services send). */

@@ -1,15 +1,13 @@
 // SPEC 2.2 (introspection), 4, 9: OAuth 2.0 token introspection (RFC 7662) against a real HTTP
 // introspection endpoint on 127.0.0.1 that counts its hits and records what it received, in front of a
 // real ws upstream. No mocks.
-import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import t, { type Test } from 'tap';
 import { WebSocket } from 'ws';
 import { assertInvalidToken, assertNoLeak, assertRejected } from '../helpers/assertions.js';
 import { echo, openClient } from '../helpers/client.js';
 import { startGatewayWithUpstream, type Setup } from '../helpers/gateway.js';
-import { freePort, sleep } from '../helpers/net.js';
+import { freePort, listenLocal, sleep } from '../helpers/net.js';
 import { rawUpgrade } from '../helpers/upgrade.js';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -49,14 +47,9 @@ async function startEndpoint(t: Test, answer: Answer): Promise<Endpoint> {
       answer(hit, res);
     });
   });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
-  });
+  const port = await listenLocal(t, server);
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/oauth2/introspect`,
+    url: `http://127.0.0.1:${port}/oauth2/introspect`,
     hits,
     hitsFor: (token) => hits.filter((h) => h.token === token).length,
   };

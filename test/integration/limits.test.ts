@@ -7,7 +7,8 @@ import { once } from 'node:events';
 import { connect } from 'node:net';
 import t, { type Test } from 'tap';
 import { WebSocket } from 'ws';
-import { echo, openClient } from '../helpers/client.js';
+import { rejection } from '../helpers/assertions.js';
+import { closeClient, echo, openClient } from '../helpers/client.js';
 import { startGatewayWithUpstream, type Setup } from '../helpers/gateway.js';
 import { eventually, sleep } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
@@ -16,21 +17,6 @@ import { rawUpgrade, readResponse, requestHead, upgradeHeaders, type RawResponse
 const MODES = ['pipe', 'relay'] as const;
 type Mode = (typeof MODES)[number];
 const OTHER_IP = '127.0.0.2';
-
-/** The exact bytes of a raw-socket rejection (SPEC 4). */
-function rejection(statusLine: string, error: string, description: string, requestId: string, extra: string[] = []): string {
-  const body = JSON.stringify({ error, error_description: description });
-  return (
-    `HTTP/1.1 ${statusLine}\r\n` +
-    'Connection: close\r\n' +
-    'Content-Type: application/json\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Cache-Control: no-store\r\n' +
-    `X-Request-Id: ${requestId}\r\n` +
-    extra.map((h) => `${h}\r\n`).join('') +
-    `\r\n${body}`
-  );
-}
 
 const tooManyHandshakes = (id: string, retryAfter = '1') => rejection('429 Too Many Requests', 'rate_limited', 'too many handshakes', id, [`Retry-After: ${retryAfter}`]);
 const tooManyConnections = (id: string) => rejection('429 Too Many Requests', 'rate_limited', 'too many connections', id, ['Retry-After: 1']);
@@ -65,13 +51,6 @@ async function openFrom(t: Test, localAddress: string, url: string, headers: Rec
   ws.on('error', () => {});
   await once(ws, 'open');
   return ws;
-}
-
-async function closeClient(ws: WebSocket): Promise<void> {
-  if (ws.readyState === WebSocket.CLOSED) return;
-  const closed = once(ws, 'close');
-  ws.close();
-  await closed;
 }
 
 /** Waits until the gateway counts exactly `n` live connections. */

@@ -5,6 +5,7 @@ import t from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Identity } from '../../src/types.js';
 import { identityOf } from '../../src/identity.js';
+import { closeClient } from '../helpers/client.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { eventually } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
@@ -43,13 +44,6 @@ async function roundTrip(ws: WebSocket, text: string): Promise<string> {
   ws.send(text);
   const [data] = (await reply) as [Buffer];
   return String(data);
-}
-
-async function closeClient(ws: WebSocket): Promise<void> {
-  if (ws.readyState === WebSocket.CLOSED) return;
-  const closed = once(ws, 'close');
-  ws.close();
-  await closed;
 }
 
 t.test("'connection' carries (ws, req, identity), identityOf(req) works and messages flow", async (t) => {

@@ -4,9 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Server as SocketIoServer } from 'socket.io';
 import { io as connectSocketIo, type Socket } from 'socket.io-client';
 import t from 'tap';
-import { createGateway } from '../../src/gateway.js';
-import { createGatewayServer } from '../../src/server.js';
-import { captureLog } from '../helpers/gateway.js';
+import { startSidecar, type TestGateway } from '../helpers/gateway.js';
 import type { Teardown } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
 
@@ -30,24 +28,12 @@ async function startSocketIo(t: Teardown, name: string) {
   return { url: `ws://127.0.0.1:${(http.address() as AddressInfo).port}`, handshakes };
 }
 
-async function startSidecar(t: Teardown, upstreams: string[]) {
-  const { logger, lines } = captureLog();
-  const gateway = createGateway(
-    {
-      authenticators: { jwt: jwtAuth() },
-      routes: [{ path: '/socket.io/*', auth: ['jwt'], upstream: upstreams, http: true, sticky: true }],
-    },
-    { logger, sidecar: true },
-  );
-  const server = createGatewayServer(gateway);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
-    await gateway.close();
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
+/** The sidecar with one sticky Socket.IO route (HTTP long-polling too) over `upstreams`. */
+function startSocketIoSidecar(t: Teardown, upstreams: string[]): Promise<TestGateway> {
+  return startSidecar(t, {
+    authenticators: { jwt: jwtAuth() },
+    routes: [{ path: '/socket.io/*', auth: ['jwt'], upstream: upstreams, http: true, sticky: true }],
   });
-  return { port: (server.address() as AddressInfo).port, lines };
 }
 
 function whoami(socket: Socket): Promise<{ server: string; subject: string | null; token: unknown }> {
@@ -57,7 +43,7 @@ function whoami(socket: Socket): Promise<{ server: string; subject: string | nul
 t.test('Socket.IO through the gateway: polling then websocket, authenticated, sticky across two upstreams', async (t) => {
   const a = await startSocketIo(t, 'a');
   const b = await startSocketIo(t, 'b');
-  const gw = await startSidecar(t, [a.url, b.url]);
+  const gw = await startSocketIoSidecar(t, [a.url, b.url]);
   const token = hs256({ sub: 'alice' });
 
   for (const round of [1, 2, 3]) {
@@ -78,12 +64,12 @@ t.test('Socket.IO through the gateway: polling then websocket, authenticated, st
     client.close();
   }
   t.ok(a.handshakes.length > 0 && b.handshakes.length > 0, 'both upstreams served clients');
-  t.notOk(gw.lines.join('\n').includes(token), 'the token is never logged');
+  t.notOk(gw.logText().includes(token), 'the token is never logged');
 });
 
 t.test('Socket.IO without a token: the polling handshake gets the 401 and no upstream sees it', async (t) => {
   const a = await startSocketIo(t, 'a');
-  const gw = await startSidecar(t, [a.url]);
+  const gw = await startSocketIoSidecar(t, [a.url]);
   const client = connectSocketIo(`http://127.0.0.1:${gw.port}`, { reconnection: false, forceNew: true });
   t.teardown(() => void client.close());
   const err = await new Promise<Error & { context?: { status?: number } }>((r) => client.once('connect_error', r));

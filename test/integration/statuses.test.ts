@@ -1,53 +1,23 @@
 // Every status of SPEC 3–4, byte for byte, over real sockets.
 import { once } from 'node:events';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import t from 'tap';
 import { WebSocket } from 'ws';
-import { createGateway, type Gateway } from '../../src/gateway.js';
-import { createGatewayServer } from '../../src/server.js';
-import { captureLog, startGateway, type TestGateway } from '../helpers/gateway.js';
-import { eventually, freePort, type Teardown } from '../helpers/net.js';
+import type { Gateway } from '../../src/gateway.js';
+import { rejection } from '../helpers/assertions.js';
+import { closeClient } from '../helpers/client.js';
+import { startGateway, startSidecar, type TestGateway } from '../helpers/gateway.js';
+import { eventually, freePort } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
-import { rawUpgrade, readResponse, requestHead, sendRaw, upgradeHeaders } from '../helpers/upgrade.js';
+import { rawUpgrade, readResponse, requestHead, sendRaw } from '../helpers/upgrade.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
-/** The exact bytes of a raw-socket rejection (SPEC 4): status line, fixed headers, extras, JSON body. */
-function rejection(statusLine: string, error: string, description: string, requestId: string, extra: string[] = []): string {
-  const body = JSON.stringify({ error, error_description: description });
-  return (
-    `HTTP/1.1 ${statusLine}\r\n` +
-    'Connection: close\r\n' +
-    'Content-Type: application/json\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Cache-Control: no-store\r\n' +
-    `X-Request-Id: ${requestId}\r\n` +
-    extra.map((h) => `${h}\r\n`).join('') +
-    `\r\n${body}`
-  );
-}
-
 /** Fails the test if the gateway ever hands a connection on. */
 function noConnection(t: { fail(message: string): unknown }, gateway: Gateway): void {
   gateway.on('connection', () => t.fail('no connection event after a rejection'));
-}
-
-/** The sidecar's own server (createGatewayServer) on port 0, with captured logs. */
-async function startSidecar(t: Teardown, config: unknown): Promise<{ gateway: Gateway; server: Server; port: number; logText(): string }> {
-  const { logger, lines } = captureLog();
-  const gateway = createGateway(config, { logger, sidecar: true });
-  await gateway.ready();
-  const server = createGatewayServer(gateway);
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
-    await gateway.close();
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
-  });
-  return { gateway, server, port: (server.address() as AddressInfo).port, logText: () => lines.join('\n') };
 }
 
 async function openWs(url: string, headers: Record<string, string> = {}): Promise<WebSocket> {
@@ -55,13 +25,6 @@ async function openWs(url: string, headers: Record<string, string> = {}): Promis
   ws.on('error', () => {});
   await once(ws, 'open');
   return ws;
-}
-
-async function closeWs(ws: WebSocket): Promise<void> {
-  if (ws.readyState === WebSocket.CLOSED) return;
-  const closed = once(ws, 'close');
-  ws.close();
-  await closed;
 }
 
 const bearer = () => ({ Authorization: `Bearer ${hs256({ sub: 'alice' })}` });
@@ -264,11 +227,11 @@ t.test('503: limits.maxConnections reached, with Retry-After: 1', async (t) => {
   t.equal(noToken.raw, expected('cap-3'), 'capacity is checked before credentials');
   t.equal(upstream.tcp, 1, 'only the first connection reached the upstream');
 
-  await closeWs(first);
+  await closeClient(first);
   await eventually(() => gw.gateway.connections === 0, 3000, 'first connection gone');
   const again = await openWs(gw.url('/b'));
   t.pass('a slot frees up when a connection ends');
-  await closeWs(again);
+  await closeClient(again);
 });
 
 t.test('503: route maxConnections reached, other routes unaffected', async (t) => {
@@ -286,12 +249,12 @@ t.test('503: route maxConnections reached, other routes unaffected', async (t) =
   t.equal(upstream.tcp, 1, 'the rejected upgrade never reached the upstream');
   const b = await openWs(gw.url('/b'));
   t.equal(gw.gateway.connections, 2, 'another route still accepts');
-  await closeWs(b);
-  await closeWs(first);
+  await closeClient(b);
+  await closeClient(first);
   await eventually(() => gw.gateway.connections === 0, 3000, 'connections gone');
   const again = await openWs(gw.url('/a'));
   t.pass('the route accepts again once its connection ended');
-  await closeWs(again);
+  await closeClient(again);
 });
 
 t.test('503 while draining, with Retry-After = remaining drain time', async (t) => {
@@ -314,7 +277,7 @@ t.test('503 while draining, with Retry-After = remaining drain time', async (t) 
   const [echo] = (await once(live, 'message')) as [Buffer];
   t.equal(echo.toString(), 'still here', 'live connections keep working while draining');
   t.equal(upstream.tcp, 1, 'the rejected upgrade never reached the upstream');
-  await closeWs(live);
+  await closeClient(live);
   const started = Date.now();
   await closing;
   t.ok(Date.now() - started < 1500, 'close() resolves once the last connection ended, before the drain timeout');
@@ -396,7 +359,7 @@ t.test('X-Request-Id: echoed when sane, replaced when not', async (t) => {
   // On an accepted upgrade, the sane id is what the upstream gets.
   const ws = new WebSocket(gw.url('/chat'), { headers: { ...bearer(), 'X-Request-Id': 'up-id-1' } });
   await once(ws, 'open');
-  await closeWs(ws);
+  await closeClient(ws);
   t.equal(upstream.seen[0]?.headers['x-request-id'], 'up-id-1', 'the sane id is forwarded upstream');
   t.equal(upstream.tcp, 1, 'none of the rejected upgrades reached the upstream');
 });

@@ -3,20 +3,17 @@
 // made at test time with the openssl CLI: a self-signed CA, a server certificate it signs for
 // IP:127.0.0.1, and an unrelated second CA.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
 import { X509Certificate } from 'node:crypto';
 import t, { type Test } from 'tap';
 import { WebSocket, WebSocketServer } from 'ws';
-import { createGateway } from '../../src/gateway.js';
-import { createGatewayServer } from '../../src/server.js';
 import { echo, openClient } from '../helpers/client.js';
-import { captureLog, startGateway, type TestGateway } from '../helpers/gateway.js';
+import { startGateway, startSidecar, type TestGateway } from '../helpers/gateway.js';
+import { listenLocal } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
 import { rawUpgrade } from '../helpers/upgrade.js';
 import { startEchoUpstream, type SeenRequest } from '../helpers/upstream.js';
@@ -60,15 +57,10 @@ async function startWssUpstream(t: Test, pki: Pki): Promise<{ server: HttpsServe
     ws.on('error', () => {});
   });
   server.on('tlsClientError', () => {});
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  t.teardown(async () => {
+  const port = await listenLocal(t, server, async () => {
     for (const ws of wss.clients) ws.terminate();
     await new Promise((r) => wss.close(r));
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
   });
-  const port = (server.address() as AddressInfo).port;
   return { server, port, seen, url: (host = '127.0.0.1') => `wss://${host}:${port}` };
 }
 
@@ -160,23 +152,12 @@ for (const mode of MODES) {
   t.test(`${mode}: listen.tls: the sidecar server speaks wss://`, NEEDS_OPENSSL, async (t) => {
     const pki = makePki(t.testdir());
     const upstream = await startEchoUpstream(t);
-    const { logger } = captureLog();
     const config = {
       listen: { port: 0, tls: { cert: 'cert.pem', key: 'key.pem' } },
       authenticators: { jwt: jwtAuth() },
       routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url, mode }],
     };
-    const gateway = createGateway(config, { logger, baseDir: pki.dir, sidecar: true });
-    await gateway.ready();
-    const server = createGatewayServer(gateway);
-    server.listen(0, '127.0.0.1');
-    await once(server, 'listening');
-    t.teardown(async () => {
-      await gateway.close();
-      server.closeAllConnections();
-      await new Promise((r) => server.close(r));
-    });
-    const port = (server.address() as AddressInfo).port;
+    const { port } = await startSidecar(t, config, { baseDir: pki.dir });
 
     // The certificate served is the configured one (paths relative to the config directory).
     const peer = await new Promise<X509Certificate>((resolve, reject) => {
