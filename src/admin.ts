@@ -19,8 +19,10 @@ function readJson(req: IncomingMessage): Promise<unknown> {
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
       if (size > MAX_BODY) {
+        // Stop keeping it but drain it, so the 400 can still be written on this connection.
+        req.removeAllListeners('data');
+        req.resume();
         reject(new Error('body too large'));
-        req.destroy();
       } else chunks.push(chunk);
     });
     req.on('end', () => {

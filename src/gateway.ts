@@ -237,7 +237,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    */
   revoke(target: RevocationTarget): number {
     const hit = [...this.#handoff.tracker.connections()].filter((c) => matches(c.identity, target));
-    const expiries = hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
+    // A token or a session has one expiry; a subject has none (its other tokens may live longer): 24 h.
+    const expiries = 'subject' in target ? [] : hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
     this.#revocations.add(target, hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : undefined);
     for (const connection of hit) connection.end(4403, 'revoked');
     this.log.info({ target: Object.keys(target)[0], closed: hit.length }, 'revoked');
