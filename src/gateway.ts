@@ -6,6 +6,7 @@ import type { WebSocket } from 'ws';
 import type { AuthRequest } from './auth/authenticator.js';
 import { runChain, withDeadline } from './auth/chain.js';
 import { MemorySessionStore, type SessionStore } from './auth/session-store.js';
+import { TicketStore } from './auth/ticket.js';
 import { runUpgradeHandler } from './auth/upgrade-handler.js';
 import { DEFAULT_MAX_HEADER_BYTES, headerBytes, isWellFormedUpgrade, MAX_URL_BYTES, requestIdOf } from './checks.js';
 import { validateConfig, type ValidateOptions } from './config/load.js';
@@ -64,6 +65,7 @@ class ClientGone extends Error {}
 
 const DEFAULT_HANDSHAKE_TIMEOUT_MS = 5000;
 const DEFAULT_DRAIN_TIMEOUT_MS = 30000;
+const DEFAULT_TICKET_TTL_SEC = 30;
 // Statuses that are answered before a route's rules apply, so never by `rejectMode: "close"`.
 const HTTP_ONLY = new Set(['GW_ERR_BAD_UPGRADE', 'GW_ERR_URI_TOO_LONG', 'GW_ERR_HEADERS_TOO_LARGE', 'GW_ERR_ROUTE_NOT_FOUND']);
 
@@ -86,6 +88,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly #reservations = new WeakMap<IncomingMessage, (() => void)[]>();
   readonly #handoff: Handoff;
   readonly #revocations = new Revocations();
+  readonly #tickets = new TicketStore();
   /** Swapped whole by reload(); a handshake keeps the state it started with. */
   #state: GatewayState;
   #redis: SharedRedis | undefined;
@@ -127,6 +130,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   #build(config: GatewayConfig): GatewayState {
     return buildState(config, {
       log: this.log,
+      tickets: this.#tickets,
       redis: () => {
         const url = config.redis!.url;
         if (this.#redis?.url !== url) {
@@ -198,6 +202,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * @returns false, having done nothing, when no such route matches (answer it yourself)
    */
   async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const tickets = this.#state.config.tickets;
+    if (tickets && parseRequestUrl(req)?.pathname === tickets.path) {
+      await this.#issueTicket(req, res, tickets.ttlSec ?? DEFAULT_TICKET_TTL_SEC);
+      return true;
+    }
     if (!this.routeFor(req)?.http) return false;
     const decision = await this.#decide(req, req.socket, Buffer.alloc(0), 'reject', res);
     this.#release(req);
@@ -391,6 +400,41 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   #release(req: IncomingMessage): void {
     for (const release of this.#reservations.get(req) ?? []) release();
     this.#reservations.delete(req);
+  }
+
+  /**
+   * `POST tickets.path` (SPEC 2.4): authenticated by any non-ticket authenticator that some route uses
+   * (Bearer, cookie...); with an `Origin`, a route using the deciding authenticator must allow it.
+   * Answers `{ ticket, expiresIn }`; the ticket is never logged.
+   */
+  async #issueTicket(req: IncomingMessage, res: ServerResponse, ttlSec: number): Promise<void> {
+    const requestId = requestIdOf(req);
+    const state = this.#state;
+    const log = { reqId: requestId, route: state.config.tickets!.path, remoteAddress: req.socket?.remoteAddress ?? null };
+    try {
+      if (req.method !== 'POST') throw new GatewayError('GW_ERR_METHOD_NOT_ALLOWED', undefined, { Allow: 'POST' });
+      if (this.#closing) throw this.#shuttingDown();
+      const routes = state.routes.filter((r) => r.authenticators.some((a) => a.type !== 'ticket'));
+      const authenticators = [...new Set(routes.flatMap((r) => r.authenticators.filter((a) => a.type !== 'ticket')))];
+      const ac = new AbortController();
+      const request = { req, socket: req.socket, head: Buffer.alloc(0), url: parseRequestUrl(req)!, signal: ac.signal };
+      const outcome = await withDeadline(runChain(authenticators, request), state.handshakeTimeoutMs, ac.signal);
+      const origin = req.headers.origin;
+      if (origin !== undefined && !routes.some((r) => r.authenticators.some((a) => a.name === outcome.authenticator) && r.originAllowed(origin))) {
+        throw new GatewayError('GW_ERR_ORIGIN_NOT_ALLOWED', 'ticket request from a disallowed origin');
+      }
+      const identity = await this.#runHandlers(outcome.identity, request);
+      if (this.#revocations.isRevoked(identity)) throw new GatewayError('GW_ERR_TOKEN_REVOKED');
+      const ticket = this.#tickets.issue(identity, ttlSec);
+      const body = JSON.stringify({ ticket, expiresIn: ttlSec });
+      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store', 'X-Request-Id': requestId });
+      res.end(body);
+      this.log.info({ ...log, authenticator: identity.authenticator, subject: identity.subject, status: 200 }, 'ticket issued');
+    } catch (thrown) {
+      const err = thrown instanceof GatewayError ? thrown : new GatewayError('GW_ERR_INTERNAL', 'unexpected error', {}, { cause: thrown });
+      this.log.info({ ...log, authenticator: err.authenticator ?? null, status: err.status, code: err.code, reason: err.message }, 'ticket refused');
+      sendRejection(res, err, requestId);
+    }
   }
 
   #checkCapacity(state: GatewayState, route: CompiledRoute): void {

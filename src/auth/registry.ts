@@ -10,12 +10,15 @@ import { jwtAuthenticator } from './jwt.js';
 import { sessionAuthenticator } from './session.js';
 import { MemorySessionStore, RedisSessionStore } from './session-store.js';
 import { moduleAuthenticator } from './upgrade-handler.js';
+import { ticketAuthenticator, type TicketStore } from './ticket.js';
 
 /** What building an authenticator may need besides its own config. */
 export interface AuthDeps {
   readonly log: Logger;
   /** The shared Redis connection, created on first use. */
   redis(): SharedRedis;
+  /** The gateway's one-time tickets (issued by `POST tickets.path`). */
+  readonly tickets: TicketStore;
 }
 
 /** Builds one authenticator from its (validated) config entry. */
@@ -37,8 +40,7 @@ export function buildAuthenticator(name: string, config: AuthenticatorConfig, de
       return forwardAuthAuthenticator(name, config);
     case 'module':
       return moduleAuthenticator(name, config.path);
-    default:
-      // validateConfig refuses the types this version does not build yet.
-      throw new TypeError(`authenticator type ${config.type} is not supported`);
+    case 'ticket':
+      return ticketAuthenticator(name, config.from, deps.tickets);
   }
 }

@@ -80,7 +80,6 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): G
   const accepts = (name: string) => acceptsCookie((rawAuths as Record<string, unknown> | undefined)?.[name]);
   config.routes.forEach((route, i) => route && checkRoute(route, ['routes', i], config, accepts, options, report));
   if (config.workers !== undefined && config.workers > 1) report(['workers'], NOT_YET);
-  if (config.tickets) report(['tickets'], NOT_YET);
   if (config.listen?.tls) {
     config.listen.tls.cert = readable(baseDir, config.listen.tls.cert, ['listen', 'tls', 'cert'], report);
     config.listen.tls.key = readable(baseDir, config.listen.tls.key, ['listen', 'tls', 'key'], report);
@@ -144,8 +143,9 @@ function checkAuthenticator(auth: AuthenticatorConfig, path: PropertyKey[], conf
       return;
     case 'forwardAuth':
       return;
-    default:
-      report([...path, 'type'], `${auth.type}: ${NOT_YET}`);
+    case 'ticket':
+      if (!config.tickets) report(['tickets'], `required by ${formatPath(path)} (tickets are issued at tickets.path)`);
+      return;
   }
 }
 

@@ -12,6 +12,7 @@ const WORDS_FOR_STATUS: Record<number, string[]> = {
   401: ['invalid_token', 'unauthorized'],
   403: ['forbidden', 'insufficient_scope'],
   404: ['not_found'],
+  405: ['bad_request'],
   408: ['bad_request'],
   414: ['bad_request'],
   426: ['bad_request'],
