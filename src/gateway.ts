@@ -89,6 +89,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly #handoff: Handoff;
   readonly #revocations = new Revocations();
   readonly #tickets = new TicketStore();
+  /** The credential of a handshake on a `revalidateSec` route, between decision and handoff. */
+  readonly #credentials = new WeakMap<IncomingMessage, string>();
   /** Swapped whole by reload(); a handshake keeps the state it started with. */
   #state: GatewayState;
   #redis: SharedRedis | undefined;
@@ -115,6 +117,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       },
       rejected: (req, err) => this.emit('rejected', req, err.status, err.description, err),
       draining: () => (this.#closing ? this.#shuttingDown() : undefined),
+      revalidate: async (identity, credential) => {
+        const auth = this.#state.authenticators.get(identity.authenticator);
+        return auth?.revalidate ? auth.revalidate(identity, credential) : true;
+      },
       verifyToken: (route, token, req, socket) => this.#verifyToken(route, token, req, socket),
       // The first-message path tracks the connection in the same tick, so it needs no reservation.
       admit: (accepted, identity) => this.#admit(accepted.route, accepted.req, identity, false),
@@ -298,7 +304,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const decision = await this.#decide(req, socket, head, unmatched);
     if (decision === 'unmatched' || !decision.ok) return;
     const { route, identity, requestId, upstreamHeaders } = decision;
-    const accepted: Accepted = { req, socket, head, route, identity, requestId, upstreamHeaders };
+    const accepted: Accepted = { req, socket, head, route, identity, requestId, upstreamHeaders, credential: this.#credentials.get(req) };
+    this.#credentials.delete(req);
     try {
       const started = this.#handoff.start(accepted, this.#countKeys(route, req, route.firstMessageTimeoutMs === undefined ? identity : undefined));
       // The connection is counted now (start tracks it synchronously): its reservation can go.
@@ -351,6 +358,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         if (this.#revocations.isRevoked(identity)) throw new GatewayError('GW_ERR_TOKEN_REVOKED');
         credential = outcome.credential;
         upstreamHeaders = outcome.upstreamHeaders;
+        if (route.revalidateSec !== undefined && credential) this.#credentials.set(req, credential.value);
         authenticator = identity.authenticator;
         this.#admit(route, req, identity);
       }

@@ -49,6 +49,8 @@ export interface CompiledRoute {
   readonly sticky: StickyCookie | undefined;
   /** `refresh.graceSec`, when refresh messages are accepted. */
   readonly refreshGraceSec: number | undefined;
+  /** Re-check a session or introspection identity every N seconds while connected. */
+  readonly revalidateSec: number | undefined;
   /** `firstMessageAuth.timeoutMs`, when the credential comes in the first message. */
   readonly firstMessageTimeoutMs: number | undefined;
   /** Prefixes of this route's `protocol:` sources (`bearer.`). */
@@ -98,6 +100,7 @@ export function compileRoute(
     http: route.http ?? false,
     sticky: route.sticky ? new StickyCookie(upstreams, typeof route.sticky === 'object' ? route.sticky.secret : `${derivedSecret}\0${route.host ?? '*'}${route.path}`) : undefined,
     refreshGraceSec: route.refresh ? (route.refresh.graceSec ?? 0) : undefined,
+    revalidateSec: route.revalidateSec,
     firstMessageTimeoutMs: route.firstMessageAuth ? (route.firstMessageAuth.timeoutMs ?? 5000) : undefined,
     protocolPrefixes,
     markers: protocolPrefixes.map(protocolMarker),

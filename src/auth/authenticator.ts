@@ -41,6 +41,12 @@ export interface Authenticator {
    * message). Only token-bearing authenticators have it. Same contract as `authenticate`, never null.
    */
   verifyToken?(token: string, request: AuthRequest): Promise<Identity>;
+  /**
+   * Re-checks a live connection's identity (`revalidateSec`): false when the session is gone or the token
+   * is no longer active; a throw means the backend could not tell (the connection is kept).
+   * @param credential the credential the identity was accepted with
+   */
+  revalidate?(identity: Identity, credential: string | undefined): Promise<boolean>;
   /** Work to do before serving (imports, connections); failures surface here, not per request. */
   ready?(): Promise<void>;
   close?(): Promise<void>;

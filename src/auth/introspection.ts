@@ -146,7 +146,7 @@ export function introspectionAuthenticator(name: string, config: IntrospectionCo
     return verdict.identity;
   };
 
-  return tokenAuthenticator(name, 'introspection', config.from, async (token, request) => {
+  const auth = tokenAuthenticator(name, 'introspection', config.from, async (token, request) => {
     const key = cache ? createHash('sha256').update(token).digest('hex') : '';
     const hit = cache?.get(key);
     if (hit) return settle(hit);
@@ -158,6 +158,15 @@ export function introspectionAuthenticator(name: string, config: IntrospectionCo
     }
     return settle(verdict);
   });
+  return {
+    ...auth,
+    // Asks the endpoint again, past the cache: the point is to notice a token revoked at the source.
+    async revalidate(_identity, token) {
+      if (token === undefined) return false;
+      const verdict = await introspect(token, AbortSignal.timeout(timeoutMs));
+      return 'identity' in verdict;
+    },
+  };
 }
 
 const REASONS: Partial<Record<ErrorCode, string>> = {

@@ -39,6 +39,13 @@ export function sessionAuthenticator<S extends SessionStore>(name: string, confi
     name,
     type: 'session',
     store,
+    async revalidate(identity) {
+      if (identity.sessionId === undefined) return false;
+      const session = await store.get(identity.sessionId);
+      const expires = at(session, 'cookie.expires');
+      const expiresMs = typeof expires === 'string' || typeof expires === 'number' ? new Date(expires).getTime() : NaN;
+      return session !== null && !(expiresMs <= Date.now()) && at(session, config.subjectPath) !== undefined;
+    },
     async authenticate({ req }) {
       const value = cookieValue(req, cookie);
       if (!value) return null;

@@ -20,7 +20,6 @@ export interface ValidateOptions {
 const NOT_YET = 'not supported by this version of portcullis yet';
 // SPEC 9: relay-only fields are errors on a pipe route (maxPayload and heartbeatMs also serve local routes).
 const RELAY_ONLY = ['firstMessageAuth', 'refresh', 'maxPayload', 'heartbeatMs'] as const;
-const UNSUPPORTED_ROUTE_FIELDS = ['revalidateSec'] as const;
 const MIN_HMAC_BYTES = 32;
 
 /** Reads and parses a config file; a missing file or bad JSON is a ConfigError. */
@@ -194,7 +193,9 @@ function checkRoute(
   if (mode === 'local') {
     for (const field of ['http', 'sticky'] as const) if (route[field]) report([...path, field], 'needs an upstream');
   }
-  for (const field of UNSUPPORTED_ROUTE_FIELDS) if (route[field] !== undefined) report([...path, field], NOT_YET);
+  if (route.revalidateSec !== undefined && !route.auth.some((name) => ['session', 'introspection'].includes(config.authenticators?.[name]?.type ?? ''))) {
+    report([...path, 'revalidateSec'], 'needs a session or introspection authenticator in auth');
+  }
   if (route.assertion) route.assertion.key = assertionKeyPem(options.baseDir ?? process.cwd(), route.assertion.key, [...path, 'assertion', 'key'], report);
   if (route.ca !== undefined) route.ca = readable(options.baseDir ?? process.cwd(), route.ca, [...path, 'ca'], report);
   for (const [i, origin] of (Array.isArray(route.origins) ? route.origins : []).entries()) {

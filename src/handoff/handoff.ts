@@ -28,6 +28,8 @@ export interface Accepted {
   readonly requestId: string;
   /** Headers the deciding authenticator vouched for, to send upstream (forwardAuth `copyHeaders`). */
   readonly upstreamHeaders?: Readonly<Record<string, string>> | undefined;
+  /** The credential the identity was accepted with, kept in memory only for `revalidateSec`. */
+  readonly credential?: string | undefined;
 }
 
 /** What the handoffs need from the gateway. */
@@ -43,6 +45,8 @@ export interface HandoffHost {
   rejected(req: IncomingMessage, err: GatewayError): void;
   /** Checks a token from a first-message `auth` or a `refresh` message with the route's authenticators. */
   verifyToken(route: CompiledRoute, token: string, req: IncomingMessage, socket: Duplex): Promise<Identity>;
+  /** Re-checks an identity with the authenticator that accepted it (true when it cannot be re-checked). */
+  revalidate(identity: Identity, credential: string | undefined): Promise<boolean>;
   /** While draining: the 503 for a handoff that was still connecting when the drain began. */
   draining(): GatewayError | undefined;
   /** The checks that follow authentication (`require`, per-subject rate and caps); throws a GatewayError. */
@@ -93,6 +97,7 @@ export class Handoff {
   start(accepted: Accepted, keys: readonly string[]): Promise<void> {
     const { route, req, identity } = accepted;
     this.tracker.track(accepted.socket, keys, { route: route.path, mode: route.mode, remoteAddress: req.socket?.remoteAddress ?? null, identity });
+    if (route.revalidateSec !== undefined) this.#revalidate(accepted);
     switch (accepted.route.mode) {
       case 'local':
         return this.#local(accepted);
@@ -107,6 +112,27 @@ export class Handoff {
   async rejectByClose(req: IncomingMessage, socket: Duplex, head: Buffer, route: CompiledRoute, err: GatewayError): Promise<void> {
     const ws = await this.#acceptor.accept(req, socket, head, route.maxPayload);
     ws.close(closeCodeFor(err.status), err.description);
+  }
+
+  /**
+   * `revalidateSec`: asks the identity's authenticator again every N seconds; a session that is gone or
+   * a token no longer active ends the connection (4401 where the gateway speaks WebSocket).
+   */
+  #revalidate({ socket, route, credential, requestId }: Accepted): void {
+    const timer = setInterval(() => {
+      const live = this.tracker.get(socket);
+      if (!live) return;
+      this.#host.revalidate(live.identity, credential).then(
+        (valid) => {
+          if (valid) return;
+          this.#host.log.info({ reqId: requestId, route: route.path, subject: live.identity.subject }, 'connection closed: identity no longer valid');
+          live.end(4401, 'session ended');
+        },
+        (err: unknown) => this.#host.log.warn({ reqId: requestId, route: route.path, error: { message: (err as Error).message } }, 'revalidation failed; connection kept'),
+      );
+    }, route.revalidateSec! * 1000);
+    timer.unref();
+    socket.once('close', () => clearInterval(timer));
   }
 
   /** How a revocation ends a connection the gateway speaks WebSocket on, and its current identity. */
