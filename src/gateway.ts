@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -6,7 +7,7 @@ import type { WebSocket } from 'ws';
 import type { AuthRequest } from './auth/authenticator.js';
 import { runChain, withDeadline } from './auth/chain.js';
 import { MemorySessionStore, type SessionStore } from './auth/session-store.js';
-import { TicketStore } from './auth/ticket.js';
+import { MemoryTicketStore, RedisTicketStore, type TicketStore } from './auth/ticket.js';
 import { runUpgradeHandler } from './auth/upgrade-handler.js';
 import { DEFAULT_MAX_HEADER_BYTES, headerBytes, isWellFormedUpgrade, MAX_URL_BYTES, requestIdOf } from './checks.js';
 import { validateConfig, type ValidateOptions } from './config/load.js';
@@ -14,7 +15,7 @@ import type { GatewayConfig } from './config/schema.js';
 import { offeredProtocols, removeProtocolEntry, stripCredential, type FoundCredential } from './credentials.js';
 import { GatewayError } from './errors.js';
 import { countKey, type ConnectionView } from './connections.js';
-import { matches, Revocations, type RevocationTarget } from './revocations.js';
+import { matches, REVOCATION_PREFIX, REVOCATIONS_CHANNEL, revocationKey, revocationTargetOf, Revocations, type RevocationTarget } from './revocations.js';
 import { rememberMarker } from './handoff/accept.js';
 import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
@@ -88,7 +89,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly #reservations = new WeakMap<IncomingMessage, (() => void)[]>();
   readonly #handoff: Handoff;
   readonly #revocations = new Revocations();
-  readonly #tickets = new TicketStore();
+  readonly #tickets: TicketStore;
+  /** Tells this gateway's own revocation messages from the other replicas'. */
+  readonly #replicaId = randomUUID();
+  /** Subscribing to shared revocations and loading the stored ones (awaited by ready()). */
+  readonly #sharing: Promise<void>;
   /** The credential of a handshake on a `revalidateSec` route, between decision and handoff. */
   readonly #credentials = new WeakMap<IncomingMessage, string>();
   /** Swapped whole by reload(); a handshake keeps the state it started with. */
@@ -103,6 +108,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.#options = { ...(options.baseDir !== undefined && { baseDir: options.baseDir }), sidecar: options.sidecar ?? false };
     const validated = validateConfig(config, this.#options);
     this.log = options.logger ?? createLogger(validated.log?.level);
+    // With redis, tickets and revocations are shared by every replica (and survive restarts).
+    const redis = validated.redis ? this.#redisAt(validated.redis.url) : undefined;
+    this.#tickets = redis ? new RedisTicketStore(redis) : new MemoryTicketStore();
+    this.#sharing = redis ? this.#shareRevocations(redis) : Promise.resolve();
     this.#state = this.#build(validated);
     const gateway = this;
     this.#handoff = new Handoff({
@@ -137,15 +146,16 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return buildState(config, {
       log: this.log,
       tickets: this.#tickets,
-      redis: () => {
-        const url = config.redis!.url;
-        if (this.#redis?.url !== url) {
-          void this.#redis?.close();
-          this.#redis = connectRedis(url, this.log);
-        }
-        return this.#redis;
-      },
+      redis: () => this.#redisAt(config.redis!.url),
     });
+  }
+
+  #redisAt(url: string): SharedRedis {
+    if (this.#redis?.url !== url) {
+      void this.#redis?.close();
+      this.#redis = connectRedis(url, this.log);
+    }
+    return this.#redis;
   }
 
   /**
@@ -226,6 +236,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async ready(): Promise<void> {
     await Promise.all([...this.#state.authenticators.values()].map((a) => a.ready?.()));
     await this.#redis?.ready();
+    await this.#sharing;
   }
 
   /** The in-process store of a `session` authenticator with `store: { type: "memory" }`. */
@@ -251,13 +262,53 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * @returns how many live connections were closed
    */
   revoke(target: RevocationTarget): number {
-    const hit = [...this.#handoff.tracker.connections()].filter((c) => matches(c.identity, target));
+    const hit = this.#liveOf(target);
     // A token or a session has one expiry; a subject has none (its other tokens may live longer): 24 h.
     const expiries = 'subject' in target ? [] : hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
-    this.#revocations.add(target, hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : undefined);
+    const untilSec = hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : Math.floor(Date.now() / 1000) + 24 * 3600;
+    this.#applyRevocation(target, untilSec);
+    const redis = this.#state.config.redis ? this.#redis : undefined;
+    if (redis) {
+      const ttlSec = Math.max(1, untilSec - Math.floor(Date.now() / 1000));
+      void Promise.all([
+        redis.set(revocationKey(target), '1', ttlSec),
+        redis.publish(REVOCATIONS_CHANNEL, JSON.stringify({ from: this.#replicaId, target, untilSec })),
+      ]).catch((err: Error) => this.log.error({ error: { message: err.message } }, 'revocation not shared: redis unavailable'));
+    }
+    return hit.length;
+  }
+
+  #liveOf(target: RevocationTarget) {
+    return [...this.#handoff.tracker.connections()].filter((c) => matches(c.identity, target));
+  }
+
+  /** Refuses `target` until `untilSec` and closes its live connections here; resolves how many. */
+  #applyRevocation(target: RevocationTarget, untilSec: number): number {
+    this.#revocations.add(target, untilSec);
+    const hit = this.#liveOf(target);
     for (const connection of hit) connection.end(4403, 'revoked');
     this.log.info({ target: Object.keys(target)[0], closed: hit.length }, 'revoked');
     return hit.length;
+  }
+
+  /**
+   * Revocations across replicas: stored in Redis with their TTL (loaded at start, so they survive a
+   * restart) and published, so every replica closes the connections within moments.
+   */
+  async #shareRevocations(redis: SharedRedis): Promise<void> {
+    try {
+      await redis.ready();
+      await redis.subscribe(REVOCATIONS_CHANNEL, (message) => {
+        const { from, target, untilSec } = JSON.parse(message) as { from: string; target: RevocationTarget; untilSec: number };
+        if (from !== this.#replicaId) this.#applyRevocation(target, untilSec);
+      });
+      for (const { key, ttlMs } of await redis.scan(`${REVOCATION_PREFIX}*`)) {
+        const target = revocationTargetOf(key);
+        if (target && ttlMs > 0) this.#revocations.add(target, Math.floor((Date.now() + ttlMs) / 1000));
+      }
+    } catch (err) {
+      this.log.error({ error: { message: (err as Error).message } }, 'revocations not shared: redis unavailable');
+    }
   }
 
   /** The live connections, as `GET /connections` lists them. */
@@ -433,7 +484,9 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       }
       const identity = await this.#runHandlers(outcome.identity, request);
       if (this.#revocations.isRevoked(identity)) throw new GatewayError('GW_ERR_TOKEN_REVOKED');
-      const ticket = this.#tickets.issue(identity, ttlSec);
+      const ticket = await this.#tickets.issue(identity, ttlSec).catch((err: unknown) => {
+        throw new GatewayError('GW_ERR_AUTH_UNAVAILABLE', 'ticket store unavailable', {}, { cause: err });
+      });
       const body = JSON.stringify({ ticket, expiresIn: ttlSec });
       res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store', 'X-Request-Id': requestId });
       res.end(body);

@@ -1,11 +1,18 @@
 import { createClient } from '@redis/client';
 import type { Logger } from 'pino';
 
-/** The one Redis connection a gateway shares between its stores. */
+/** The one Redis connection a gateway shares between its stores (and a second one for pub/sub). */
 export interface SharedRedis {
   /** GET a key; fails at once (not queued) while Redis is unreachable, so the handshake fails closed with 503. */
   get(key: string): Promise<string | null>;
   set(key: string, value: string, ttlSec?: number): Promise<void>;
+  /** GETDEL: read and remove in one atomic step (one-time tickets across replicas). */
+  getDel(key: string): Promise<string | null>;
+  /** Every key matching a pattern, with its remaining time to live in ms (SCAN, not KEYS). */
+  scan(pattern: string): Promise<{ key: string; ttlMs: number }[]>;
+  publish(channel: string, message: string): Promise<void>;
+  /** Calls `onMessage` for every message on `channel`, also after reconnects. */
+  subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
   readonly isReady: boolean;
   readonly url: string;
   /** Resolves once connected or once the first attempt failed (node-redis keeps retrying in the background). */
@@ -13,21 +20,26 @@ export interface SharedRedis {
   close(): Promise<void>;
 }
 
-/** Connects to `redis.url` with node-redis. An error listener is always attached: without one node-redis crashes the process. */
-export function connectRedis(url: string, log: Logger): SharedRedis {
-  const client = createClient({
+function newClient(url: string) {
+  return createClient({
     url,
     disableOfflineQueue: true,
-    socket: { connectTimeout: 2000, reconnectStrategy: (retries) => Math.min(100 * 2 ** retries, 2000) },
+    socket: { connectTimeout: 2000, reconnectStrategy: (retries: number) => Math.min(100 * 2 ** retries, 2000) },
   });
+}
+type Client = ReturnType<typeof newClient>;
+
+function connect(url: string, log: Logger, role: string): { client: Client; firstAttempt: Promise<void> } {
+  const client = newClient(url);
   let lastError = '';
+  // Always listened for: without an 'error' listener node-redis crashes the process when Redis dies.
   client.on('error', function onRedisError(err: Error) {
     // One line per distinct failure, not one per reconnect attempt.
-    if (err.message !== lastError) log.warn({ error: { message: err.message } }, 'redis error');
+    if (err.message !== lastError) log.warn({ role, error: { message: err.message } }, 'redis error');
     lastError = err.message;
   });
   client.on('ready', () => {
-    if (lastError) log.info('redis reconnected');
+    if (lastError) log.info({ role }, 'redis reconnected');
     lastError = '';
   });
   // connect() only settles once a connection succeeds; start-up must not wait on a Redis that is down.
@@ -35,11 +47,43 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
     client.once('ready', resolve);
     client.once('error', () => resolve());
   });
-  client.connect().catch((err: Error) => log.warn({ error: { message: err.message } }, 'redis connect failed'));
+  client.connect().catch((err: Error) => log.warn({ role, error: { message: err.message } }, 'redis connect failed'));
+  return { client, firstAttempt };
+}
+
+async function closeClient(client: Client): Promise<void> {
+  if (client.isReady) await client.close().catch(() => client.destroy());
+  else if (client.isOpen) client.destroy(); // also stops the reconnect loop
+}
+
+/** Connects to `redis.url` with node-redis. */
+export function connectRedis(url: string, log: Logger): SharedRedis {
+  const { client, firstAttempt } = connect(url, log, 'commands');
+  let subscriber: Client | undefined;
   return {
     get: (key) => client.get(key),
     async set(key, value, ttlSec) {
       await client.set(key, value, ttlSec ? { expiration: { type: 'EX', value: ttlSec } } : undefined);
+    },
+    getDel: (key) => client.getDel(key),
+    async scan(pattern) {
+      const found: { key: string; ttlMs: number }[] = [];
+      for await (const keys of client.scanIterator({ MATCH: pattern, COUNT: 500 })) {
+        for (const key of keys) found.push({ key, ttlMs: await client.pTTL(key) });
+      }
+      return found;
+    },
+    async publish(channel, message) {
+      await client.publish(channel, message);
+    },
+    async subscribe(channel, onMessage) {
+      // A connection in subscriber mode runs no other commands: it gets its own. node-redis subscribes
+      // again by itself after a reconnect; a first attempt while Redis is down waits for it to come up.
+      subscriber ??= connect(url, log, 'subscriber').client;
+      const sub = subscriber;
+      const attempt = () => sub.subscribe(channel, onMessage).catch((err: Error) => log.warn({ channel, error: { message: err.message } }, 'redis subscribe failed'));
+      if (sub.isReady) await attempt();
+      else sub.once('ready', () => void attempt());
     },
     url,
     get isReady() {
@@ -47,8 +91,7 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
     },
     ready: () => firstAttempt,
     async close() {
-      if (client.isReady) await client.close().catch(() => client.destroy());
-      else if (client.isOpen) client.destroy(); // also stops the reconnect loop
+      await Promise.all([closeClient(client), subscriber && closeClient(subscriber)]);
     },
   };
 }

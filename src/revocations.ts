@@ -13,6 +13,26 @@ function keyOf(target: RevocationTarget): string {
   return `sid:${target.sessionId}`;
 }
 
+/** Where revocations are stored in Redis, and the channel replicas hear of them on. */
+export const REVOCATION_PREFIX = 'portcullis:revoked:';
+export const REVOCATIONS_CHANNEL = 'portcullis:revocations';
+
+/** The Redis key of a revocation. */
+export function revocationKey(target: RevocationTarget): string {
+  return REVOCATION_PREFIX + keyOf(target);
+}
+
+/** The revocation a Redis key stands for, or undefined for a key that is not one. */
+export function revocationTargetOf(key: string): RevocationTarget | undefined {
+  const rest = key.slice(REVOCATION_PREFIX.length);
+  const value = rest.slice(4);
+  if (!key.startsWith(REVOCATION_PREFIX) || value === '') return undefined;
+  if (rest.startsWith('sub:')) return { subject: value };
+  if (rest.startsWith('jti:')) return { jti: value };
+  if (rest.startsWith('sid:')) return { sessionId: value };
+  return undefined;
+}
+
 /** The revocation keys an identity can be refused by. */
 function keysOf(identity: Identity): string[] {
   const keys: string[] = [];
