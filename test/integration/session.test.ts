@@ -11,7 +11,7 @@ import { createGateway } from '../../src/gateway.js';
 import { assertInvalidToken, assertNoLeak as assertNoneLeaked } from '../helpers/assertions.js';
 import { echo, openClient } from '../helpers/client.js';
 import { captureLog, startGateway, startGatewayWithUpstream, type Setup, type TestGateway } from '../helpers/gateway.js';
-import { freePort, sleep } from '../helpers/net.js';
+import { eventually, freePort, sleep } from '../helpers/net.js';
 import { startRedis } from '../helpers/redis.js';
 import { rawUpgrade, type RawResponse } from '../helpers/upgrade.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
@@ -215,18 +215,13 @@ t.test('redis store needs redis.url', async (t) => {
 });
 
 t.test('redis stopped: the handshake is 503 promptly, the process keeps serving', async (t) => {
-  // test/helpers/redis.ts stop() is not idempotent: after SIGKILL child.exitCode stays null (signalCode is
-  // set), so a second stop() (its own t.teardown) waits forever for an 'exit' that already happened.
-  // Register the helper's teardown so that it runs only if the test did not stop redis itself.
-  let stopped = false;
-  const redis = await startRedis({ teardown: (fn) => t.teardown(() => (stopped ? undefined : fn())) });
+  const redis = await startRedis(t);
   const s = await setup(t, { store: { type: 'redis' } }, { redis: { url: redis.url }, limits: { handshakeTimeoutMs: 4000 } });
   const id = newId();
   await redis.client.set(`sess:${id}`, JSON.stringify(session()));
   t.equal((await rawUpgrade(s.gw.port, '/live', { Cookie: sessionCookie(id) })).status, 101, 'works while redis is up');
   t.equal(s.gw.gateway.redisReady, true);
   await redis.stop();
-  stopped = true;
   for (let i = 0; i < 3; i++) {
     const started = Date.now();
     const res = await rawUpgrade(s.gw.port, '/live', { Cookie: sessionCookie(id) }, { timeoutMs: 6000 });
@@ -290,4 +285,35 @@ t.test('redis unreachable from the start: ready() resolves after the first try a
   t.equal(JSON.parse(res.body || 'null')?.error, 'unavailable');
   t.ok(Date.now() - t0 < 1000, 'promptly');
   t.equal(upstream.seen.length, 0);
+});
+
+t.test('redis killed and restarted mid-run: 503 while it is down, no crash, served again once it is back', async (t) => {
+  const redis = await startRedis(t);
+  const crashes: Error[] = [];
+  const onCrash = (err: Error) => crashes.push(err);
+  process.on('uncaughtException', onCrash);
+  t.teardown(() => void process.off('uncaughtException', onCrash));
+  const s = await startGatewayWithUpstream(t, (upstream) => ({
+    redis: { url: redis.url },
+    authenticators: { web: { type: 'session', secrets: [SECRET_NEW], subjectPath: 'passport.user', store: { type: 'redis' } } },
+    routes: [{ path: '/chat', auth: ['web'], upstream, origins: '*' }],
+  }));
+  const seed = () => redis.client.set('sess:restart-1', JSON.stringify(session({ passport: { user: 'alice' } })));
+  await seed();
+  const headers = { Cookie: sessionCookie('restart-1') };
+  t.equal((await rawUpgrade(s.gw.port, '/chat', headers)).status, 101, 'served while redis is up');
+
+  await redis.stop();
+  const started = Date.now();
+  const down = await rawUpgrade(s.gw.port, '/chat', headers);
+  t.equal(down.status, 503, 'fails closed while redis is down');
+  t.ok(Date.now() - started < 2000, 'promptly');
+  t.equal(s.gw.gateway.redisReady, false, 'readiness reports it');
+
+  await redis.restart();
+  await eventually(() => s.gw.gateway.redisReady, 5000, 'the gateway reconnects by itself');
+  await eventually(() => (redis.client as { isReady?: boolean }).isReady !== false, 5000, 'the test client too');
+  await seed();
+  t.equal((await rawUpgrade(s.gw.port, '/chat', headers)).status, 101, 'served again once redis is back');
+  t.same(crashes, [], 'no uncaught exception at any point');
 });
