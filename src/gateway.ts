@@ -296,19 +296,28 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * restart) and published, so every replica closes the connections within moments.
    */
   async #shareRevocations(redis: SharedRedis): Promise<void> {
-    try {
-      await redis.ready();
-      await redis.subscribe(REVOCATIONS_CHANNEL, (message) => {
+    // Loaded at every (re)connect: what was revoked while this replica could not hear it counts too.
+    const load = async () => {
+      try {
+        for (const { key, ttlMs } of await redis.scan(`${REVOCATION_PREFIX}*`)) {
+          const target = revocationTargetOf(key);
+          if (target && ttlMs > 0) this.#revocations.add(target, Math.floor((Date.now() + ttlMs) / 1000));
+        }
+      } catch (err) {
+        this.log.error({ error: { message: (err as Error).message } }, 'stored revocations not loaded: redis unavailable');
+      }
+    };
+    redis.onReady(() => void load());
+    await redis.ready();
+    await redis.subscribe(REVOCATIONS_CHANNEL, (message) => {
+      try {
         const { from, target, untilSec } = JSON.parse(message) as { from: string; target: RevocationTarget; untilSec: number };
         if (from !== this.#replicaId) this.#applyRevocation(target, untilSec);
-      });
-      for (const { key, ttlMs } of await redis.scan(`${REVOCATION_PREFIX}*`)) {
-        const target = revocationTargetOf(key);
-        if (target && ttlMs > 0) this.#revocations.add(target, Math.floor((Date.now() + ttlMs) / 1000));
+      } catch (err) {
+        this.log.warn({ error: { message: (err as Error).message } }, 'unreadable revocation message ignored');
       }
-    } catch (err) {
-      this.log.error({ error: { message: (err as Error).message } }, 'revocations not shared: redis unavailable');
-    }
+    });
+    if (redis.isReady) await load();
   }
 
   /** The live connections, as `GET /connections` lists them. */

@@ -15,6 +15,8 @@ export interface SharedRedis {
   subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
   readonly isReady: boolean;
   readonly url: string;
+  /** Calls `fn` every time the command connection becomes ready again (not for the current state). */
+  onReady(fn: () => void): void;
   /** Resolves once connected or once the first attempt failed (node-redis keeps retrying in the background). */
   ready(): Promise<void>;
   close(): Promise<void>;
@@ -86,6 +88,9 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
       else sub.once('ready', () => void attempt());
     },
     url,
+    onReady(fn) {
+      client.on('ready', fn);
+    },
     get isReady() {
       return client.isReady;
     },
