@@ -150,11 +150,13 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     });
   }
 
+  /**
+   * The gateway's one Redis connection. Tickets and revocation sharing hold on to it, so a reload that
+   * names another URL keeps it (and says so): `redis.url` changes need a restart, as the README states.
+   */
   #redisAt(url: string): SharedRedis {
-    if (this.#redis?.url !== url) {
-      void this.#redis?.close();
-      this.#redis = connectRedis(url, this.log);
-    }
+    if (!this.#redis) this.#redis = connectRedis(url, this.log);
+    else if (this.#redis.url !== url) this.log.warn('redis.url changed: restart to use the new one; the current connection stays');
     return this.#redis;
   }
 
@@ -266,7 +268,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     // A token or a session has one expiry; a subject has none (its other tokens may live longer): 24 h.
     const expiries = 'subject' in target ? [] : hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
     const untilSec = hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : Math.floor(Date.now() / 1000) + 24 * 3600;
-    this.#applyRevocation(target, untilSec);
+    this.#applyRevocation(target, untilSec, hit);
     const redis = this.#state.config.redis ? this.#redis : undefined;
     if (redis) {
       const ttlSec = Math.max(1, untilSec - Math.floor(Date.now() / 1000));
@@ -283,9 +285,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   }
 
   /** Refuses `target` until `untilSec` and closes its live connections here; resolves how many. */
-  #applyRevocation(target: RevocationTarget, untilSec: number): number {
+  #applyRevocation(target: RevocationTarget, untilSec: number, hit = this.#liveOf(target)): number {
     this.#revocations.add(target, untilSec);
-    const hit = this.#liveOf(target);
     for (const connection of hit) connection.end(4403, 'revoked');
     this.log.info({ target: Object.keys(target)[0], closed: hit.length }, 'revoked');
     return hit.length;

@@ -149,20 +149,19 @@ export class Handoff {
     // application's process. ws closes the connection itself (1002, 1009); a debug line is enough.
     ws.on('error', (err) => this.#host.log.debug({ route: route.path, error: { message: err.message } }, 'local connection error'));
     this.#describe(socket, { end: (code, reason) => ws.close(code, reason) });
-    this.watch(ws, route, identity, () => ws.close(1008, 'token expired'));
+    this.#heartbeat.add(ws, route.heartbeatMs);
+    ws.once('close', this.#expireAt(route, identity, this.#host.graceOf(identity), () => ws.close(1008, 'token expired')));
     this.#host.connection(ws, req, identity);
   }
 
   /** Heartbeat and expiry for a WebSocket the gateway terminates. */
-  watch(ws: WebSocket, route: CompiledRoute, identity: Identity, expire: () => void): () => void {
-    this.#heartbeat.add(ws, route.heartbeatMs);
+  /** `enforceExpiry`: ends a connection at its identity's expiry plus `graceSec`; returns the canceller. */
+  #expireAt(route: CompiledRoute, identity: Identity, graceSec: number, end: () => void): () => void {
     if (!route.enforceExpiry) return () => {};
-    const cancel = scheduleExpiry(identity.expiresAt, this.#host.graceOf(identity), () => {
+    return scheduleExpiry(identity.expiresAt, graceSec, () => {
       this.#host.log.info({ route: route.path, subject: identity.subject }, 'connection closed: identity expired');
-      expire();
+      end();
     });
-    ws.once('close', cancel);
-    return cancel;
   }
 
   #forwardHeaders({ req, route, identity, requestId, upstreamHeaders }: Accepted): void {
@@ -255,9 +254,7 @@ export class Handoff {
       timeoutMs: this.#host.timeoutMs,
       marker,
       onOpen: (upstream: Socket) => {
-        if (!route.enforceExpiry) return;
-        const cancel = scheduleExpiry(identity.expiresAt, this.#host.graceOf(identity), () => {
-          this.#host.log.info({ route: route.path, subject: identity.subject }, 'connection closed: identity expired');
+        const cancel = this.#expireAt(route, identity, this.#host.graceOf(identity), () => {
           socket.destroy();
           upstream.destroy();
         });
@@ -337,7 +334,7 @@ export class Handoff {
       } catch (err) {
         const rejection = err instanceof GatewayError ? err : new GatewayError('GW_ERR_AUTH_UNAVAILABLE', 'first message auth failed', {}, { cause: err });
         this.#host.log.info({ reqId: requestId, route: route.path, status: rejection.status, code: rejection.code, reason: rejection.message }, 'first message rejected');
-        return client.close(rejection.status === 401 ? 4401 : closeCodeFor(rejection.status), rejection.description);
+        return client.close(closeCodeFor(rejection.status), rejection.description);
       }
       if (client.readyState !== client.OPEN) return;
       const authed = { ...accepted, identity };
@@ -384,12 +381,8 @@ export class Handoff {
     this.#describe(accepted.socket, { end: (code, reason) => session.close(code, reason) });
     this.#heartbeat.add(client, route.heartbeatMs);
     const schedule = () => {
-      if (!route.enforceExpiry) return () => {};
       const grace = refreshing ? route.refreshGraceSec! : this.#host.graceOf(current);
-      return scheduleExpiry(current.expiresAt, grace, () => {
-        this.#host.log.info({ route: route.path, subject: current.subject }, 'connection closed: identity expired');
-        session.close(refreshing ? 4401 : 1008, 'token expired');
-      });
+      return this.#expireAt(route, current, grace, () => session.close(refreshing ? 4401 : 1008, 'token expired'));
     };
     cancelExpiry = schedule();
     this.#relays.add(session);
