@@ -21,6 +21,7 @@ import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
 import { createLogger } from './log.js';
 import { connectRedis, type SharedRedis } from './redis.js';
+import { DEFAULT_REPLICA_TTL_SEC, SharedConnectionCounts, type CapCheck } from './shared/connection-counts.js';
 import { sendRejection, writeRejection } from './respond.js';
 import type { CompiledRoute } from './route.js';
 import { parseRequestUrl } from './router.js';
@@ -87,6 +88,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly #inFlight = new Set<AbortController>();
   /** The capacity slot each handshake holds while it is decided (see ConnectionTracker.reserve). */
   readonly #reservations = new WeakMap<IncomingMessage, (() => void)[]>();
+  /** The shared (Redis) connection counts a handshake holds, released with the connection. */
+  readonly #holds = new WeakMap<IncomingMessage, (() => void) | undefined>();
   readonly #handoff: Handoff;
   readonly #revocations = new Revocations();
   readonly #tickets: TicketStore;
@@ -99,6 +102,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Swapped whole by reload(); a handshake keeps the state it started with. */
   #state: GatewayState;
   #redis: SharedRedis | undefined;
+  #counts: SharedConnectionCounts | undefined;
   #closing: Promise<void> | undefined;
   #drainDeadline = 0;
 
@@ -132,7 +136,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       },
       verifyToken: (route, token, req, socket) => this.#verifyToken(route, token, req, socket),
       // The first-message path tracks the connection in the same tick, so it needs no reservation.
-      admit: (accepted, identity) => this.#admit(accepted.route, accepted.req, identity, false),
+      admit: async (accepted, identity) => releaseOnClose(accepted.socket, await this.#admit(accepted.route, accepted.req, identity, { reserve: false, perIp: false })),
     });
     this.handleUpgrade = this.handleUpgrade.bind(this);
   }
@@ -261,15 +265,17 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * Revokes a subject, token id or session id (SPEC 6.1 `POST /revoke`): its live connections are closed
    * (relay and local: close 4403 `revoked`; pipe: both sockets destroyed) and new handshakes with it are
    * refused (401 `token revoked`) until its expiry when known, else for 24 hours.
+   * @param options.share false: apply it here only, not through Redis (another process already shares
+   *   it, as with `workers`, where every worker is told and one of them shares it)
    * @returns how many live connections were closed
    */
-  revoke(target: RevocationTarget): number {
+  revoke(target: RevocationTarget, options: { share?: boolean } = {}): number {
     const hit = this.#liveOf(target);
     // A token or a session has one expiry; a subject has none (its other tokens may live longer): 24 h.
     const expiries = 'subject' in target ? [] : hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
     const untilSec = hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : Math.floor(Date.now() / 1000) + 24 * 3600;
     this.#applyRevocation(target, untilSec, hit);
-    const redis = this.#state.config.redis ? this.#redis : undefined;
+    const redis = this.#state.config.redis && options.share !== false ? this.#redis : undefined;
     if (redis) {
       const ttlSec = Math.max(1, untilSec - Math.floor(Date.now() / 1000));
       void Promise.all([
@@ -358,6 +364,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     await this.#handoff.tracker.idle(timeoutMs);
     await this.#handoff.close();
     await Promise.all([...this.#state.authenticators.values()].map((a) => a.close?.()));
+    await this.#counts?.close();
     await this.#redis?.close();
   }
 
@@ -367,6 +374,9 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const { route, identity, requestId, upstreamHeaders } = decision;
     const accepted: Accepted = { req, socket, head, route, identity, requestId, upstreamHeaders, credential: this.#credentials.get(req) };
     this.#credentials.delete(req);
+    // The shared counts are held for as long as the connection lives.
+    releaseOnClose(socket, this.#holds.get(req));
+    this.#holds.delete(req);
     try {
       const started = this.#handoff.start(accepted, this.#countKeys(route, req, route.firstMessageTimeoutMs === undefined ? identity : undefined));
       // The connection is counted now (start tracks it synchronously): its reservation can go.
@@ -404,7 +414,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       this.#reserve(req, [countKey.route(route.key)]);
       if (!route.originAllowed(req.headers.origin)) throw new GatewayError('GW_ERR_ORIGIN_NOT_ALLOWED', `origin ${JSON.stringify(req.headers.origin?.slice(0, 200))}`);
       const ip = clientIp(req);
-      const wait = route.perIp?.take(ip) ?? 0;
+      const wait = (await route.perIp?.take(ip)) ?? 0;
       if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', `per-ip rate for ${ip}`, { 'Retry-After': String(wait) });
 
       let identity: Identity;
@@ -413,6 +423,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       if (route.firstMessageTimeoutMs !== undefined) {
         // The credential comes in the first message, after the upgrade (relay only).
         identity = anonymous('first-message');
+        this.#holds.set(req, await this.#admit(route, req, null));
       } else {
         const outcome = await withDeadline(this.#authenticate(route, { req, socket, head, url, signal: ac.signal }), state.handshakeTimeoutMs, ac.signal);
         identity = outcome.identity;
@@ -421,7 +432,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         upstreamHeaders = outcome.upstreamHeaders;
         if (route.revalidateSec !== undefined && credential) this.#credentials.set(req, credential.value);
         authenticator = identity.authenticator;
-        this.#admit(route, req, identity);
+        this.#holds.set(req, await this.#admit(route, req, identity));
       }
       if (res ? res.destroyed : socket.destroyed || !socket.writable) throw new ClientGone();
       if (this.#closing) throw this.#shuttingDown();
@@ -466,9 +477,12 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.#reservations.set(req, held);
   }
 
+  /** Ends what a handshake holds: its reservations and, unless handed to the connection, its shared counts. */
   #release(req: IncomingMessage): void {
     for (const release of this.#reservations.get(req) ?? []) release();
     this.#reservations.delete(req);
+    this.#holds.get(req)?.();
+    this.#holds.delete(req);
   }
 
   /**
@@ -516,23 +530,41 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
   }
 
-  /** SPEC 3 step 7: `require` claims, then the per-subject rate limit and the per-subject and per-IP caps. */
-  #admit(route: CompiledRoute, req: IncomingMessage, identity: Identity, reserve = true): void {
-    if (!route.requireMet(identity.claims)) throw new GatewayError('GW_ERR_INSUFFICIENT_SCOPE');
-    if (identity.subject !== null) {
-      const wait = route.perSubject?.take(identity.subject) ?? 0;
+  /**
+   * SPEC 3 step 7: `require` claims, then the per-subject rate limit and the per-subject and per-IP caps
+   * (with `redis`, counted across every replica). A first-message route checks the per-IP cap at the
+   * upgrade (`identity` null) and the rest when the first message authenticates (`perIp` false).
+   * With `reserve`, this handshake holds its place under the caps until {@link #release}.
+   * @returns the hold on the shared counts, to release when the connection ends
+   */
+  async #admit(route: CompiledRoute, req: IncomingMessage, identity: Identity | null, { reserve = true, perIp = true } = {}): Promise<(() => void) | undefined> {
+    if (identity && !route.requireMet(identity.claims)) throw new GatewayError('GW_ERR_INSUFFICIENT_SCOPE');
+    const caps: Cap[] = [];
+    if (identity?.subject != null) {
+      const wait = (await route.perSubject?.take(identity.subject)) ?? 0;
       if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', 'per-subject rate', { 'Retry-After': String(wait) });
-      if (this.#handoff.tracker.count(countKey.subject(route.key, identity.subject)) >= route.maxConnectionsPerSubject) {
-        throw new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', 'per-subject connection cap', { 'Retry-After': '1' });
-      }
+      caps.push({ key: countKey.subject(route.key, identity.subject), cap: route.maxConnectionsPerSubject, reason: 'per-subject connection cap' });
     }
-    if (this.#handoff.tracker.count(countKey.ip(route.key, clientIp(req))) >= route.maxConnectionsPerIp) {
-      throw new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', 'per-ip connection cap', { 'Retry-After': '1' });
+    if (perIp) caps.push({ key: countKey.ip(route.key, clientIp(req)), cap: route.maxConnectionsPerIp, reason: 'per-ip connection cap' });
+    const capped = caps.filter((c) => c.cap !== Infinity);
+    const shared = capped.length > 0 ? await this.#sharedCounts()?.acquire(capped) : undefined;
+    if (shared && 'refused' in shared) throw tooMany((shared.refused as Cap).reason);
+    // Also what decides alone while Redis is unreachable; read after the await, right before reserving.
+    const full = capped.find((c) => this.#handoff.tracker.count(c.key) >= c.cap);
+    if (full) {
+      shared?.release();
+      throw tooMany(full.reason);
     }
-    if (!reserve) return;
-    const keys = [countKey.ip(route.key, clientIp(req))];
-    if (identity.subject !== null) keys.push(countKey.subject(route.key, identity.subject));
-    this.#reserve(req, keys);
+    if (reserve) this.#reserve(req, caps.map((c) => c.key));
+    return shared?.release;
+  }
+
+  /** The connection counts shared through Redis, when `redis` is configured. */
+  #sharedCounts(): SharedConnectionCounts | undefined {
+    const redis = this.#state.config.redis;
+    if (!redis) return undefined;
+    const ttlMs = (redis.replicaTtlSec ?? DEFAULT_REPLICA_TTL_SEC) * 1000;
+    return (this.#counts ??= new SharedConnectionCounts(this.#redisAt(redis.url), this.#replicaId, ttlMs, this.log));
   }
 
   /** The keys a live connection is counted under (route, client IP, and subject when known). */
@@ -594,6 +626,22 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       else if (route.markers.includes(entry)) rememberMarker(req, entry);
     }
   }
+}
+
+/** A connection cap to check, with the reason a refusal gives. */
+interface Cap extends CapCheck {
+  readonly reason: string;
+}
+
+function tooMany(reason: string): GatewayError {
+  return new GatewayError('GW_ERR_TOO_MANY_CONNECTIONS', reason, { 'Retry-After': '1' });
+}
+
+/** Ends a hold when the socket closes (at once if it already has). */
+function releaseOnClose(socket: Duplex, release: (() => void) | undefined): void {
+  if (!release) return;
+  if (socket.destroyed) release();
+  else socket.once('close', release);
 }
 
 /** The client address a connection is counted and rate-limited by. */

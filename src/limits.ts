@@ -16,18 +16,26 @@ interface Bucket {
   at: number;
 }
 
+/** A handshake rate limit: per-process ({@link RateLimiter}) or shared by replicas through Redis. */
+export interface Limiter {
+  /** Takes one token for `key`: 0 when allowed, else the whole seconds (≥ 1) until a token is there. */
+  take(key: string): number | Promise<number>;
+}
+
 /**
  * A token bucket per key (SPEC 9): capacity `burst` (default: the per-second count, at least 1),
  * refilled continuously. Buckets live in a bounded LRU, so a flood of distinct keys costs bounded memory.
  */
-export class RateLimiter {
-  readonly #perSecond: number;
-  readonly #burst: number;
+export class RateLimiter implements Limiter {
+  /** Tokens added per second. */
+  readonly perSecond: number;
+  /** The bucket's capacity. */
+  readonly burst: number;
   readonly #buckets = new LRUCache<string, Bucket>({ max: MAX_KEYS });
 
   constructor(rate: string, burst?: number) {
-    this.#perSecond = parseRate(rate);
-    this.#burst = burst ?? Math.max(1, Math.ceil(this.#perSecond));
+    this.perSecond = parseRate(rate);
+    this.burst = burst ?? Math.max(1, Math.ceil(this.perSecond));
   }
 
   /**
@@ -37,17 +45,17 @@ export class RateLimiter {
   take(key: string, now = performance.now()): number {
     let bucket = this.#buckets.get(key);
     if (!bucket) {
-      bucket = { tokens: this.#burst, at: now };
+      bucket = { tokens: this.burst, at: now };
       this.#buckets.set(key, bucket);
     } else {
-      bucket.tokens = Math.min(this.#burst, bucket.tokens + ((now - bucket.at) / 1000) * this.#perSecond);
+      bucket.tokens = Math.min(this.burst, bucket.tokens + ((now - bucket.at) / 1000) * this.perSecond);
       bucket.at = now;
     }
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
       return 0;
     }
-    return Math.max(1, Math.ceil((1 - bucket.tokens) / this.#perSecond));
+    return Math.max(1, Math.ceil((1 - bucket.tokens) / this.perSecond));
   }
 }
 

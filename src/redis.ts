@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { createClient } from '@redis/client';
 import type { Logger } from 'pino';
 
@@ -10,6 +11,11 @@ export interface SharedRedis {
   getDel(key: string): Promise<string | null>;
   /** Every key matching a pattern, with its remaining time to live in ms (SCAN, not KEYS). */
   scan(pattern: string): Promise<{ key: string; ttlMs: number }[]>;
+  /**
+   * Runs a Lua script atomically (EVALSHA, falling back to EVAL the first time Redis has not seen it).
+   * Like every command, fails at once while Redis is unreachable.
+   */
+  evalScript(script: string, keys: string[], args: string[]): Promise<unknown>;
   publish(channel: string, message: string): Promise<void>;
   /** Calls `onMessage` for every message on `channel`, also after reconnects. */
   subscribe(channel: string, onMessage: (message: string) => void): Promise<void>;
@@ -58,6 +64,13 @@ async function closeClient(client: Client): Promise<void> {
   else if (client.isOpen) client.destroy(); // also stops the reconnect loop
 }
 
+const sha1s = new Map<string, string>();
+function sha1Of(script: string): string {
+  let sha = sha1s.get(script);
+  if (!sha) sha1s.set(script, (sha = createHash('sha1').update(script).digest('hex')));
+  return sha;
+}
+
 /** Connects to `redis.url` with node-redis. */
 export function connectRedis(url: string, log: Logger): SharedRedis {
   const { client, firstAttempt } = connect(url, log, 'commands');
@@ -74,6 +87,15 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
         for (const key of keys) found.push({ key, ttlMs: await client.pTTL(key) });
       }
       return found;
+    },
+    async evalScript(script, keys, args) {
+      const options = { keys, arguments: args };
+      try {
+        return await client.evalSha(sha1Of(script), options);
+      } catch (err) {
+        if (!(err instanceof Error) || !err.message.startsWith('NOSCRIPT')) throw err;
+        return client.eval(script, options);
+      }
     },
     async publish(channel, message) {
       await client.publish(channel, message);
@@ -99,4 +121,18 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
       await Promise.all([closeClient(client), subscriber && closeClient(subscriber)]);
     },
   };
+}
+
+/** How long a limit check waits on Redis before this replica decides alone. */
+export const SHARED_CHECK_TIMEOUT_MS = 1000;
+
+/** `work`, or a rejection once `ms` have passed (the work itself goes on). */
+export function within<T>(work: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`redis did not answer within ${ms} ms`)), ms);
+    work.then(
+      (value) => (clearTimeout(timer), resolve(value)),
+      (err: unknown) => (clearTimeout(timer), reject(err)),
+    );
+  });
 }

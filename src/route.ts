@@ -5,7 +5,7 @@ import { compileOrigins, compileRequire, type OriginCheck, type RequireCheck } f
 import type { RouteConfig } from './config/schema.js';
 import { protocolMarker } from './credentials.js';
 import { DEFAULT_IDENTITY_HEADERS, type IdentityHeaders } from './handoff/forward.js';
-import { RateLimiter } from './limits.js';
+import { RateLimiter, type Limiter } from './limits.js';
 import { StickyCookie } from './sticky.js';
 import { compileMatcher, type Matcher } from './router.js';
 import { UpstreamPool } from './upstream-pool.js';
@@ -36,8 +36,8 @@ export interface CompiledRoute {
   readonly maxConnections: number;
   readonly maxConnectionsPerSubject: number;
   readonly maxConnectionsPerIp: number;
-  readonly perIp: RateLimiter | undefined;
-  readonly perSubject: RateLimiter | undefined;
+  readonly perIp: Limiter | undefined;
+  readonly perSubject: Limiter | undefined;
   readonly tlsVerify: boolean;
   readonly ca: string | undefined;
   readonly heartbeatMs: number;
@@ -67,16 +67,19 @@ export function compileRoute(
   sources: ReadonlyMap<string, readonly string[]>,
   /** Signs sticky cookies when the route gives no `sticky.secret`. */
   derivedSecret: string,
+  /** Builds a rate limit; `scope` tells the route's buckets (and per-IP from per-subject) apart. */
+  limiter: (scope: string, rate: string, burst: number | undefined) => Limiter = (_scope, rate, burst) => new RateLimiter(rate, burst),
 ): CompiledRoute {
   const upstreams = route.upstream === undefined ? [] : Array.isArray(route.upstream) ? route.upstream : [route.upstream];
   const protocolPrefixes = route.auth.flatMap((name) =>
     (sources.get(name) ?? []).filter((s) => s.startsWith('protocol:')).map((s) => s.slice(9)),
   );
   const burst = route.rateLimit?.burst;
+  const key = `${route.host ?? '*'}${route.path}`;
   return {
     index,
     path: route.path,
-    key: `${route.host ?? '*'}${route.path}`,
+    key,
     matches: compileMatcher(route),
     mode: route.mode ?? (upstreams.length === 0 ? 'local' : 'pipe'),
     pool: upstreams.length === 0 ? undefined : new UpstreamPool(upstreams, route.balance, route.ejectMs),
@@ -90,15 +93,15 @@ export function compileRoute(
     maxConnections: route.maxConnections ?? Infinity,
     maxConnectionsPerSubject: route.maxConnectionsPerSubject ?? Infinity,
     maxConnectionsPerIp: route.maxConnectionsPerIp ?? Infinity,
-    perIp: route.rateLimit?.perIp ? new RateLimiter(route.rateLimit.perIp, burst) : undefined,
-    perSubject: route.rateLimit?.perSubject ? new RateLimiter(route.rateLimit.perSubject, burst) : undefined,
+    perIp: route.rateLimit?.perIp ? limiter(`${key}\0ip`, route.rateLimit.perIp, burst) : undefined,
+    perSubject: route.rateLimit?.perSubject ? limiter(`${key}\0sub`, route.rateLimit.perSubject, burst) : undefined,
     tlsVerify: route.tlsVerify ?? true,
     ca: route.ca === undefined ? undefined : readFileSync(route.ca, 'utf8'),
     heartbeatMs: route.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
     maxPayload: route.maxPayload ?? DEFAULT_MAX_PAYLOAD,
     rejectMode: route.rejectMode ?? 'http',
     http: route.http ?? false,
-    sticky: route.sticky ? new StickyCookie(upstreams, typeof route.sticky === 'object' ? route.sticky.secret : `${derivedSecret}\0${route.host ?? '*'}${route.path}`) : undefined,
+    sticky: route.sticky ? new StickyCookie(upstreams, typeof route.sticky === 'object' ? route.sticky.secret : `${derivedSecret}\0${key}`) : undefined,
     refreshGraceSec: route.refresh ? (route.refresh.graceSec ?? 0) : undefined,
     revalidateSec: route.revalidateSec,
     firstMessageTimeoutMs: route.firstMessageAuth ? (route.firstMessageAuth.timeoutMs ?? 5000) : undefined,

@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import type { Authenticator } from './auth/authenticator.js';
 import { buildAuthenticator, type AuthDeps } from './auth/registry.js';
 import type { GatewayConfig } from './config/schema.js';
+import { RateLimiter, type Limiter } from './limits.js';
 import { compileRoute, type CompiledRoute } from './route.js';
+import { SharedRateLimiter } from './shared/rate-limit.js';
 
 /** Everything a config compiles to; a reload swaps it whole. */
 export interface GatewayState {
@@ -23,10 +25,13 @@ export function buildState(config: GatewayConfig, deps: AuthDeps): GatewayState 
   }
   // The same on every replica and across restarts, and unguessable while the config holds a secret.
   const derivedSecret = createHash('sha256').update(JSON.stringify(config.authenticators ?? {})).digest('hex');
+  // With redis, every replica takes from the same buckets.
+  const limiter = (scope: string, rate: string, burst: number | undefined): Limiter =>
+    config.redis ? new SharedRateLimiter(deps.redis(), scope, rate, burst, deps.log) : new RateLimiter(rate, burst);
   return {
     config,
     authenticators,
-    routes: config.routes.map((route, i) => compileRoute(route, i, authenticators, sources, derivedSecret)),
+    routes: config.routes.map((route, i) => compileRoute(route, i, authenticators, sources, derivedSecret, limiter)),
     handshakeTimeoutMs: config.limits?.handshakeTimeoutMs ?? 5000,
     maxConnections: config.limits?.maxConnections ?? Infinity,
   };

@@ -146,7 +146,13 @@ export const ConfigSchema = z.strictObject({
     })
     .optional(),
   drain: z.strictObject({ timeoutMs: int(0).optional(), spreadMs: int(0).optional() }).optional(),
-  redis: z.strictObject({ url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL') }).optional(),
+  redis: z
+    .strictObject({
+      url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'),
+      /** How long the connections of a replica that stopped without closing (killed, cut off) still count. */
+      replicaTtlSec: int(2).optional(),
+    })
+    .optional(),
   tickets: z.strictObject({ path: z.string().regex(/^\//, 'expected a path starting with /'), ttlSec: int(1).optional() }).optional(),
   watch: bool().optional(),
   authenticators: z.record(z.string().regex(/^[A-Za-z0-9_.-]+$/, 'names use letters, digits, _ . -'), AuthenticatorSchema).optional(),

@@ -50,7 +50,7 @@ export interface HandoffHost {
   /** While draining: the 503 for a handoff that was still connecting when the drain began. */
   draining(): GatewayError | undefined;
   /** The checks that follow authentication (`require`, per-subject rate and caps); throws a GatewayError. */
-  admit(accepted: Accepted, identity: Identity): void;
+  admit(accepted: Accepted, identity: Identity): Promise<void>;
 }
 
 /** The upstream URL for a request: the target's own path (if any) followed by the request's path and query, as http-proxy joins them. */
@@ -328,7 +328,7 @@ export class Handoff {
       try {
         if (token === undefined) throw new GatewayError('GW_ERR_CREDENTIALS_MISSING', 'first message is not an auth message');
         identity = await this.#host.verifyToken(route, token, accepted.req, accepted.socket);
-        this.#host.admit(accepted, identity);
+        await this.#host.admit(accepted, identity);
         if (identity.subject !== null) this.tracker.track(accepted.socket, [countKey.subject(route.key, identity.subject)]);
         this.#describe(accepted.socket, { identity, end: (code, reason) => client.close(code, reason) });
       } catch (err) {

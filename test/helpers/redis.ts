@@ -6,7 +6,14 @@ export interface TestRedis {
   url: string;
   port: number;
   /** A client of the test's own, to seed and inspect data (reconnects after a restart). */
-  client: { get(key: string): Promise<string | null>; set(key: string, value: string): Promise<unknown>; del(key: string): Promise<unknown> };
+  client: {
+    get(key: string): Promise<string | null>;
+    set(key: string, value: string): Promise<unknown>;
+    del(key: string): Promise<unknown>;
+    keys(pattern: string): Promise<string[]>;
+    hGetAll(key: string): Promise<Record<string, string>>;
+    zRange(key: string, start: number, stop: number): Promise<string[]>;
+  };
   /** Kills the server (SIGKILL, as a crash would). */
   stop(): Promise<void>;
   /** Starts a fresh, empty server on the same port after stop(). */
