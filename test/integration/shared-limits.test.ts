@@ -142,6 +142,18 @@ t.test('firstMessageAuth routes: the per-IP cap is checked at the upgrade, the p
   t.equal((await rawUpgrade(a.port, '/chat')).status, 429, 'a third upgrade from 127.0.0.1 is refused before any message');
 });
 
+t.test('firstMessageAuth with maxConnectionsPerIp 1: the one connection allowed authenticates (no redis)', async (t) => {
+  const upstream = await startEchoUpstream(t);
+  const gw = await startGateway(t, {
+    authenticators: { jwt: jwtAuth() },
+    routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url, mode: 'relay', firstMessageAuth: { timeoutMs: 3000 }, maxConnectionsPerIp: 1 }],
+  });
+  const ws = await openClient(t, gw.url('/chat'));
+  ws.send(JSON.stringify({ type: 'auth', token: hs256({ sub: 'alice' }) }));
+  t.equal(await echo(ws, 'in'), 'in', 'its own upgrade does not count against it');
+  t.equal((await rawUpgrade(gw.port, '/chat')).status, 429, 'a second upgrade from the address is refused');
+});
+
 t.test('a replica killed without closing stops counting after redis.replicaTtlSec', async (t) => {
   const redis = await startRedis(t);
   const upstream = await startEchoUpstream(t);
