@@ -15,7 +15,8 @@ import type { GatewayConfig } from './config/schema.js';
 import { offeredProtocols, removeProtocolEntry, stripCredential, type FoundCredential } from './credentials.js';
 import { GatewayError } from './errors.js';
 import { countKey, type ConnectionView } from './connections.js';
-import { matches, REVOCATION_PREFIX, REVOCATIONS_CHANNEL, revocationKey, revocationTargetOf, Revocations, type RevocationTarget } from './revocations.js';
+import { matches, Revocations, type RevocationTarget } from './revocations.js';
+import { SharedRevocations } from './shared/revocations.js';
 import { rememberMarker } from './handoff/accept.js';
 import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
@@ -26,6 +27,7 @@ import { sendRejection, writeRejection } from './respond.js';
 import type { CompiledRoute } from './route.js';
 import { parseRequestUrl } from './router.js';
 import { buildState, type GatewayState } from './state.js';
+import { issueTicket } from './ticket-endpoint.js';
 import type { Identity, UpgradeHandler } from './types.js';
 
 /** Options for {@link createGateway} that are not part of the config file. */
@@ -95,8 +97,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly #tickets: TicketStore;
   /** Tells this gateway's own revocation messages from the other replicas'. */
   readonly #replicaId = randomUUID();
-  /** Subscribing to shared revocations and loading the stored ones (awaited by ready()). */
-  readonly #sharing: Promise<void>;
+  /** Revocations through Redis, when configured at start. */
+  readonly #sharedRevocations: SharedRevocations | undefined;
   /** The credential of a handshake on a `revalidateSec` route, between decision and handoff. */
   readonly #credentials = new WeakMap<IncomingMessage, string>();
   /** Swapped whole by reload(); a handshake keeps the state it started with. */
@@ -115,7 +117,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     // With redis, tickets and revocations are shared by every replica (and survive restarts).
     const redis = validated.redis ? this.#redisAt(validated.redis.url) : undefined;
     this.#tickets = redis ? new RedisTicketStore(redis) : new MemoryTicketStore();
-    this.#sharing = redis ? this.#shareRevocations(redis) : Promise.resolve();
+    this.#sharedRevocations = redis && new SharedRevocations(redis, this.#replicaId, this.log, (target, untilSec, { stored }) => this.#applyRevocation(target, untilSec, undefined, stored));
     this.#state = this.#build(validated);
     const gateway = this;
     this.#handoff = new Handoff({
@@ -226,7 +228,13 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
     const tickets = this.#state.config.tickets;
     if (tickets && parseRequestUrl(req)?.pathname === tickets.path) {
-      await this.#issueTicket(req, res, tickets.ttlSec ?? DEFAULT_TICKET_TTL_SEC);
+      await issueTicket(req, res, this.#state, tickets.ttlSec ?? DEFAULT_TICKET_TTL_SEC, {
+        log: this.log,
+        tickets: this.#tickets,
+        draining: () => (this.#closing ? this.#shuttingDown() : undefined),
+        runHandlers: (identity, request) => this.#runHandlers(identity, request),
+        isRevoked: (identity) => this.#revocations.isRevoked(identity),
+      });
       return true;
     }
     if (!this.routeFor(req)?.http) return false;
@@ -242,7 +250,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async ready(): Promise<void> {
     await Promise.all([...this.#state.authenticators.values()].map((a) => a.ready?.()));
     await this.#redis?.ready();
-    await this.#sharing;
+    await this.#sharedRevocations?.started;
   }
 
   /** The in-process store of a `session` authenticator with `store: { type: "memory" }`. */
@@ -275,14 +283,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const expiries = 'subject' in target ? [] : hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
     const untilSec = hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : Math.floor(Date.now() / 1000) + 24 * 3600;
     this.#applyRevocation(target, untilSec, hit);
-    const redis = this.#state.config.redis && options.share !== false ? this.#redis : undefined;
-    if (redis) {
-      const ttlSec = Math.max(1, untilSec - Math.floor(Date.now() / 1000));
-      void Promise.all([
-        redis.set(revocationKey(target), '1', ttlSec),
-        redis.publish(REVOCATIONS_CHANNEL, JSON.stringify({ from: this.#replicaId, target, untilSec })),
-      ]).catch((err: Error) => this.log.error({ error: { message: err.message } }, 'revocation not shared: redis unavailable'));
-    }
+    if (options.share !== false) this.#sharedRevocations?.share(target, untilSec);
     return hit.length;
   }
 
@@ -290,41 +291,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return [...this.#handoff.tracker.connections()].filter((c) => matches(c.identity, target));
   }
 
-  /** Refuses `target` until `untilSec` and closes its live connections here; resolves how many. */
-  #applyRevocation(target: RevocationTarget, untilSec: number, hit = this.#liveOf(target)): number {
+  /**
+   * Refuses `target` until `untilSec` and closes its live connections here. A revocation loaded from
+   * Redis (at start or reconnect) is only logged when it closed something.
+   */
+  #applyRevocation(target: RevocationTarget, untilSec: number, hit = this.#liveOf(target), stored = false): void {
     this.#revocations.add(target, untilSec);
     for (const connection of hit) connection.end(4403, 'revoked');
-    this.log.info({ target: Object.keys(target)[0], closed: hit.length }, 'revoked');
-    return hit.length;
-  }
-
-  /**
-   * Revocations across replicas: stored in Redis with their TTL (loaded at start, so they survive a
-   * restart) and published, so every replica closes the connections within moments.
-   */
-  async #shareRevocations(redis: SharedRedis): Promise<void> {
-    // Loaded at every (re)connect: what was revoked while this replica could not hear it counts too.
-    const load = async () => {
-      try {
-        for (const { key, ttlMs } of await redis.scan(`${REVOCATION_PREFIX}*`)) {
-          const target = revocationTargetOf(key);
-          if (target && ttlMs > 0) this.#revocations.add(target, Math.floor((Date.now() + ttlMs) / 1000));
-        }
-      } catch (err) {
-        this.log.error({ error: { message: (err as Error).message } }, 'stored revocations not loaded: redis unavailable');
-      }
-    };
-    redis.onReady(() => void load());
-    await redis.ready();
-    await redis.subscribe(REVOCATIONS_CHANNEL, (message) => {
-      try {
-        const { from, target, untilSec } = JSON.parse(message) as { from: string; target: RevocationTarget; untilSec: number };
-        if (from !== this.#replicaId) this.#applyRevocation(target, untilSec);
-      } catch (err) {
-        this.log.warn({ error: { message: (err as Error).message } }, 'unreadable revocation message ignored');
-      }
-    });
-    if (redis.isReady) await load();
+    if (!stored || hit.length > 0) this.log.info({ target: Object.keys(target)[0], closed: hit.length }, 'revoked');
   }
 
   /** The live connections, as `GET /connections` lists them. */
@@ -483,43 +457,6 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.#reservations.delete(req);
     this.#holds.get(req)?.();
     this.#holds.delete(req);
-  }
-
-  /**
-   * `POST tickets.path` (SPEC 2.4): authenticated by any non-ticket authenticator that some route uses
-   * (Bearer, cookie...); with an `Origin`, a route using the deciding authenticator must allow it.
-   * Answers `{ ticket, expiresIn }`; the ticket is never logged.
-   */
-  async #issueTicket(req: IncomingMessage, res: ServerResponse, ttlSec: number): Promise<void> {
-    const requestId = requestIdOf(req);
-    const state = this.#state;
-    const log = { reqId: requestId, route: state.config.tickets!.path, remoteAddress: req.socket?.remoteAddress ?? null };
-    try {
-      if (req.method !== 'POST') throw new GatewayError('GW_ERR_METHOD_NOT_ALLOWED', undefined, { Allow: 'POST' });
-      if (this.#closing) throw this.#shuttingDown();
-      const routes = state.routes.filter((r) => r.authenticators.some((a) => a.type !== 'ticket'));
-      const authenticators = [...new Set(routes.flatMap((r) => r.authenticators.filter((a) => a.type !== 'ticket')))];
-      const ac = new AbortController();
-      const request = { req, socket: req.socket, head: Buffer.alloc(0), url: parseRequestUrl(req)!, signal: ac.signal };
-      const outcome = await withDeadline(runChain(authenticators, request), state.handshakeTimeoutMs, ac.signal);
-      const origin = req.headers.origin;
-      if (origin !== undefined && !routes.some((r) => r.authenticators.some((a) => a.name === outcome.authenticator) && r.originAllowed(origin))) {
-        throw new GatewayError('GW_ERR_ORIGIN_NOT_ALLOWED', 'ticket request from a disallowed origin');
-      }
-      const identity = await this.#runHandlers(outcome.identity, request);
-      if (this.#revocations.isRevoked(identity)) throw new GatewayError('GW_ERR_TOKEN_REVOKED');
-      const ticket = await this.#tickets.issue(identity, ttlSec).catch((err: unknown) => {
-        throw new GatewayError('GW_ERR_AUTH_UNAVAILABLE', 'ticket store unavailable', {}, { cause: err });
-      });
-      const body = JSON.stringify({ ticket, expiresIn: ttlSec });
-      res.writeHead(200, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store', 'X-Request-Id': requestId });
-      res.end(body);
-      this.log.info({ ...log, authenticator: identity.authenticator, subject: identity.subject, status: 200 }, 'ticket issued');
-    } catch (thrown) {
-      const err = thrown instanceof GatewayError ? thrown : new GatewayError('GW_ERR_INTERNAL', 'unexpected error', {}, { cause: thrown });
-      this.log.info({ ...log, authenticator: err.authenticator ?? null, status: err.status, code: err.code, reason: err.message }, 'ticket refused');
-      sendRejection(res, err, requestId);
-    }
   }
 
   #checkCapacity(state: GatewayState, route: CompiledRoute): void {

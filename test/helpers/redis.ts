@@ -13,6 +13,7 @@ export interface TestRedis {
     keys(pattern: string): Promise<string[]>;
     hGetAll(key: string): Promise<Record<string, string>>;
     zRange(key: string, start: number, stop: number): Promise<string[]>;
+    sendCommand(args: string[]): Promise<unknown>;
   };
   /** Kills the server (SIGKILL, as a crash would). */
   stop(): Promise<void>;

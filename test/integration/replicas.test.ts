@@ -63,3 +63,23 @@ t.test('a ticket issued by one replica is accepted once by another', async (t) =
   t.equal(down.status, 503, 'redis down: tickets fail closed');
   await eventually(() => !a.gateway.redisReady, 3000, 'readiness sees redis down');
 });
+
+t.test('a revocation a replica could not hear closes its live connections once it reconnects', async (t) => {
+  const redis = await startRedis(t);
+  const upstream = await startEchoUpstream(t);
+  const gw = await startGateway(t, {
+    redis: { url: redis.url },
+    authenticators: { jwt: jwtAuth() },
+    routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url, mode: 'relay' }],
+  });
+  const alice = await openClient(t, gw.url('/chat'), [], { Authorization: `Bearer ${hs256({ sub: 'alice' })}` });
+  const bob = await openClient(t, gw.url('/chat'), [], { Authorization: `Bearer ${hs256({ sub: 'bob' })}` });
+  // Stored but never published (as by a replica that died in between), then this replica's connection drops.
+  await redis.client.sendCommand(['SET', 'portcullis:revoked:sub:alice', '1', 'EX', '3600']);
+  const closed = once(alice, 'close');
+  await redis.client.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal']).catch(() => {});
+  const [code] = (await closed) as [number];
+  t.equal(code, 4403, 'closed as revoked after the reconnect loaded it');
+  t.equal(await echo(bob, 'still'), 'still', 'bob is untouched');
+  t.equal((await rawUpgrade(gw.port, '/chat', { Authorization: `Bearer ${hs256({ sub: 'alice' })}` })).status, 401);
+});
