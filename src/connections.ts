@@ -46,6 +46,8 @@ export class ConnectionTracker {
   readonly #counts = new ConnectionCounts();
   #reserved = 0;
   #onIdle: (() => void) | undefined;
+  /** Called when a tracked connection's client socket closes (metrics count its last bytes). */
+  onClose: ((socket: Duplex, connection: LiveConnection) => void) | undefined;
 
   get size(): number {
     return this.#live.size;
@@ -87,6 +89,8 @@ export class ConnectionTracker {
     }
     const releases = keys.map((key) => this.#counts.acquire(key));
     socket.once('close', () => {
+      const connection = this.#live.get(socket);
+      if (connection && this.onClose) this.onClose(socket, connection);
       this.#live.delete(socket);
       for (const release of releases) release();
       if (this.#live.size === 0) this.#onIdle?.();
@@ -113,6 +117,11 @@ export class ConnectionTracker {
   /** Every live connection. */
   connections(): IterableIterator<LiveConnection> {
     return this.#live.values();
+  }
+
+  /** Every live connection with its client socket. */
+  live(): IterableIterator<[Duplex, LiveConnection]> {
+    return this.#live.entries();
   }
 
   /** The live connections as `GET /connections` shows them; bytes are what crossed the client socket. */

@@ -21,6 +21,7 @@ import { rememberMarker } from './handoff/accept.js';
 import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
 import { createLogger } from './log.js';
+import { GatewayMetrics } from './metrics.js';
 import { connectRedis, type SharedRedis } from './redis.js';
 import { DEFAULT_REPLICA_TTL_SEC, SharedConnectionCounts, type CapCheck } from './shared/connection-counts.js';
 import { sendRejection, writeRejection } from './respond.js';
@@ -85,7 +86,10 @@ function onSocketError(this: Duplex): void {
  */
 export class Gateway extends EventEmitter<GatewayEvents> {
   readonly log: Logger;
+  /** The SPEC 6.2 metrics, in a registry of this gateway's own (`GET /metrics` on the admin port). */
+  readonly metrics: GatewayMetrics;
   readonly #options: ValidateOptions;
+  readonly #timed = (authenticator: string, seconds: number) => this.metrics.authDuration(authenticator, seconds);
   readonly #handlers: UpgradeHandler[] = [];
   readonly #inFlight = new Set<AbortController>();
   /** The capacity slot each handshake holds while it is decided (see ConnectionTracker.reserve). */
@@ -138,8 +142,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       },
       verifyToken: (route, token, req, socket) => this.#verifyToken(route, token, req, socket),
       // The first-message path tracks the connection in the same tick, so it needs no reservation.
+      upstreamFailed: (route, target) => this.metrics.upstreamError(route.path, target),
       admit: async (accepted, identity) => releaseOnClose(accepted.socket, await this.#admit(accepted.route, accepted.req, identity, { reserve: false, perIp: false })),
     });
+    this.metrics = new GatewayMetrics(this.#handoff.tracker);
+    this.#handoff.tracker.onClose = (socket, connection) => this.metrics.closed(socket, connection.route);
     this.handleUpgrade = this.handleUpgrade.bind(this);
   }
 
@@ -283,6 +290,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const expiries = 'subject' in target ? [] : hit.map((c) => c.identity.expiresAt).filter((e): e is number => e !== undefined);
     const untilSec = hit.length > 0 && expiries.length === hit.length ? Math.max(...expiries) : Math.floor(Date.now() / 1000) + 24 * 3600;
     this.#applyRevocation(target, untilSec, hit);
+    this.metrics.revocation();
     if (options.share !== false) this.#sharedRevocations?.share(target, untilSec);
     return hit.length;
   }
@@ -414,6 +422,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       this.#prepare(req, url, route, credential);
       setIdentity(req, identity);
       this.log.info({ ...log, authenticator, subject: identity.subject, status: res ? null : 101, durationMs: elapsed(started) }, res ? 'request accepted' : 'upgrade accepted');
+      if (!res) this.metrics.upgrade(route.path, 'accepted', 101);
       this.emit('accepted', req, identity);
       if (!res) socket.off('error', onSocketError);
       return { ok: true, identity, route, requestId, upstreamHeaders };
@@ -421,6 +430,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       this.#release(req);
       if (thrown instanceof ClientGone) {
         this.log.info({ ...log, authenticator, status: null, reason: 'client closed', durationMs: elapsed(started) }, 'upgrade abandoned');
+        if (!res) this.metrics.upgrade(route?.path ?? '', 'abandoned', 0);
         if (!res) socket.destroy();
         return { ok: false, status: 0, reason: 'client closed' };
       }
@@ -429,6 +439,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       const cause = err.cause instanceof Error ? { message: err.cause.message, name: err.cause.name } : undefined;
       const level = err.status >= 500 ? 'warn' : 'info';
       this.log[level]({ ...log, authenticator, status: err.status, code: err.code, reason: err.message, cause, durationMs: elapsed(started) }, 'upgrade rejected');
+      if (!res) this.metrics.upgrade(route?.path ?? '', 'rejected', err.status);
       if (res) {
         sendRejection(res, err, requestId);
       } else if (route?.rejectMode === 'close' && !HTTP_ONLY.has(err.code) && socket.writable) {
@@ -520,7 +531,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const outcome =
       route.authenticators.length === 0
         ? { identity: anonymous('public'), authenticator: 'public' }
-        : await runChain(route.authenticators, request);
+        : await runChain(route.authenticators, request, this.#timed);
     const identity = await this.#runHandlers(outcome.identity, request);
     return { ...outcome, identity };
   }

@@ -49,6 +49,8 @@ export interface HandoffHost {
   revalidate(identity: Identity, credential: string | undefined): Promise<boolean>;
   /** While draining: the 503 for a handoff that was still connecting when the drain began. */
   draining(): GatewayError | undefined;
+  /** An upstream target failed to connect (it is ejected; metrics count it). */
+  upstreamFailed(route: CompiledRoute, target: string): void;
   /** The checks that follow authentication (`require`, per-subject rate and caps); throws a GatewayError. */
   admit(accepted: Accepted, identity: Identity): Promise<void>;
 }
@@ -184,11 +186,16 @@ export class Handoff {
       const result = await attempt(target);
       const err = failure(result);
       if (!err) return { target, result };
-      pool.eject(target);
+      this.#failed(accepted.route, target);
       last = { target, result };
       this.#host.log.warn({ reqId: accepted.requestId, route: accepted.route.path, target: new URL(target).host, error: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'upstream connect failed');
     }
     return last!;
+  }
+
+  #failed(route: CompiledRoute, target: string): void {
+    route.pool!.eject(target);
+    this.#host.upstreamFailed(route, target);
   }
 
   #badGateway(accepted: Accepted): void {
@@ -265,7 +272,7 @@ export class Handoff {
           this.#host.log.debug({ reqId: requestId, route: route.path, error: { message: err.message } }, 'upstream connection ended with an error');
           return void socket.destroy();
         }
-        route.pool!.eject(target);
+        this.#failed(route, target);
         this.#badGateway(accepted);
       },
     });
