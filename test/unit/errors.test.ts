@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import t from 'tap';
 import { ConfigError, GatewayError, REJECTIONS, type ErrorCode } from '../../src/errors.js';
@@ -103,14 +103,37 @@ t.test('ConfigError lists every problem', async (t) => {
   t.equal(err.message, 'invalid configuration:\n  a.b: required\n  c: unknown field');
 });
 
-t.test('every code is documented in README.md with its status', async (t) => {
-  const readme = new URL('../../README.md', import.meta.url);
-  t.ok(existsSync(readme), 'README.md exists');
-  const text = existsSync(readme) ? readFileSync(readme, 'utf8') : '';
-  const lines = text.split('\n');
+t.test('every code is documented in docs/errors.md with its status, error word and description', async (t) => {
+  const doc = new URL('../../docs/errors.md', import.meta.url);
+  t.ok(existsSync(doc), 'docs/errors.md exists');
+  const lines = (existsSync(doc) ? readFileSync(doc, 'utf8') : '').split('\n');
   for (const code of codes) {
+    const [status, error, description] = REJECTIONS[code];
     const line = lines.find((l) => new RegExp(`\\b${code}\\b`).test(l));
-    t.ok(line, `${code} appears in README.md`);
-    if (line) t.match(line, new RegExp(`\\b${REJECTIONS[code][0]}\\b`), `${code}: its README line names status ${REJECTIONS[code][0]}`);
+    t.ok(line, `${code} appears in docs/errors.md`);
+    if (!line) continue;
+    const cells = line.split('|').map((c) => c.trim());
+    t.equal(cells[1], String(status), `${code}: status ${status}`);
+    t.equal(cells[2], `\`${error}\``, `${code}: error ${error}`);
+    t.ok(cells[3]?.startsWith(description), `${code}: description "${description}"`);
+  }
+  const documented = lines.flatMap((l) => [...l.matchAll(/\bGW_ERR_[A-Z_]+\b/g)].map((m) => m[0]));
+  t.same(documented.filter((c) => !(c in REJECTIONS)), [], 'no code documented that the table does not have');
+});
+
+t.test('every close code and reason the gateway sends is in docs/errors.md', async (t) => {
+  const doc = readFileSync(new URL('../../docs/errors.md', import.meta.url), 'utf8');
+  const src = new URL('../../src/', import.meta.url);
+  const files = readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+  const sent = new Set<string>();
+  for (const file of files) {
+    const text = readFileSync(new URL(file, src), 'utf8');
+    for (const m of text.matchAll(/\b(?:close|end|closeSide|#closeSide)\((?:[\w.#]+, )?(1\d{3}|4\d{3}),\s*'([^']+)'\)/g)) sent.add(`${m[1]} ${m[2]}`);
+  }
+  t.ok(sent.size >= 8, `found the close calls in src (${sent.size})`);
+  for (const pair of sent) {
+    const [code, ...reason] = pair.split(' ');
+    const row = doc.split('\n').find((l) => l.includes(`\`${code}\``) && l.includes(`\`${reason.join(' ')}\``));
+    t.ok(row, `close ${code} "${reason.join(' ')}" is documented`);
   }
 });
