@@ -20,7 +20,7 @@ import { SharedRevocations } from './shared/revocations.js';
 import { rememberMarker } from './handoff/accept.js';
 import { Handoff, type Accepted } from './handoff/handoff.js';
 import { anonymous, setIdentity } from './identity.js';
-import { createLogger } from './log.js';
+import { createLogger, scrubRequestValues } from './log.js';
 import { GatewayMetrics } from './metrics.js';
 import { connectRedis, type SharedRedis } from './redis.js';
 import { DEFAULT_REPLICA_TTL_SEC, SharedConnectionCounts, type CapCheck } from './shared/connection-counts.js';
@@ -436,7 +436,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       }
       const err = thrown instanceof GatewayError ? thrown : new GatewayError('GW_ERR_INTERNAL', 'unexpected error', {}, { cause: thrown });
       authenticator ??= err.authenticator ?? null;
-      const cause = err.cause instanceof Error ? { message: err.cause.message, name: err.cause.name } : undefined;
+      // A handler or backend may quote the credential in its error: kept for the operator, minus the values.
+      const cause = err.cause instanceof Error ? { message: scrubRequestValues(err.cause.message, req.headers, req.url), name: err.cause.name } : undefined;
       const level = err.status >= 500 ? 'warn' : 'info';
       this.log[level]({ ...log, authenticator, status: err.status, code: err.code, reason: err.message, cause, durationMs: elapsed(started) }, 'upgrade rejected');
       if (!res) this.metrics.upgrade(route?.path ?? '', 'rejected', err.status);

@@ -30,3 +30,36 @@ export function createLogger(level = 'info', destination?: DestinationStream): L
     destination,
   );
 }
+
+/** Shorter values are not worth hiding (and would scrub ordinary words out of messages). */
+const MIN_SECRET_LENGTH = 8;
+
+/**
+ * Removes from `text` (an error message from user code, a backend's error) every value the request
+ * carried that could be a credential: each header value and its parts, each cookie and query value,
+ * each offered subprotocol. Operators keep the message; a handler that quoted a token does not leak it.
+ */
+export function scrubRequestValues(text: string, headers: Readonly<Record<string, string | string[] | undefined>>, url: string | undefined): string {
+  const values = new Set<string>();
+  const add = (value: string | undefined) => {
+    const v = value?.trim();
+    if (v && v.length >= MIN_SECRET_LENGTH) values.add(v);
+  };
+  for (const header of Object.values(headers)) {
+    for (const value of Array.isArray(header) ? header : [header ?? '']) {
+      add(value);
+      for (const part of value.split(/[\s,;]+/)) {
+        add(part);
+        add(part.slice(part.indexOf('=') + 1));
+      }
+    }
+  }
+  const query = url?.indexOf('?') ?? -1;
+  if (url && query >= 0) {
+    for (const [, value] of new URLSearchParams(url.slice(query + 1))) add(value);
+  }
+  let scrubbed = text;
+  // Longest first, so a whole header goes before the token inside it.
+  for (const value of [...values].sort((a, b) => b.length - a.length)) scrubbed = scrubbed.replaceAll(value, '[redacted]');
+  return scrubbed;
+}
