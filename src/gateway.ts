@@ -444,6 +444,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       if (res) {
         sendRejection(res, err, requestId);
       } else if (route?.rejectMode === 'close' && !HTTP_ONLY.has(err.code) && socket.writable) {
+        // The upgrade completes to carry the close: its answer must not echo a token entry either.
+        this.#dropProtocolTokens(req, route);
         await this.#handoff.rejectByClose(req, socket, head, route, err);
       } else {
         writeRejection(socket, err, requestId);
@@ -569,6 +571,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     // The path that was routed and authorised is the one forwarded (dot segments already resolved).
     req.url = url.pathname + url.search;
     if (credential && (route.stripCredentials || credential.kind === 'protocol')) stripCredential(req, url, credential);
+    this.#dropProtocolTokens(req, route);
+  }
+
+  /** Removes every subprotocol entry that carries a token for the route; remembers the marker to answer. */
+  #dropProtocolTokens(req: IncomingMessage, route: CompiledRoute): void {
     if (route.protocolPrefixes.length === 0) return;
     for (const entry of offeredProtocols(req)) {
       if (route.protocolPrefixes.some((prefix) => entry.startsWith(prefix) && entry.length > prefix.length)) removeProtocolEntry(req, entry);

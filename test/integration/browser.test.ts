@@ -185,7 +185,6 @@ function suite(browser: Browser) {
 
   t.test(
     'a refused token entry offered BEFORE the marker is not echoed back either (SPEC 2.1)',
-    { todo: 'src/handoff/handoff.ts rejectByClose answers the first offered subprotocol, here the token entry' },
     async (t) => {
       const { demo } = await startDemo(t);
       const page = await openPage(await newContext(t, browser), demo.url);

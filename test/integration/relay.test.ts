@@ -855,3 +855,19 @@ t.test('no fd or connection leak after 500 relay connections (clean closes, clie
   t.ok(after <= baseline + 3, `fds back within 3 of the baseline (${baseline} → ${after})`);
   t.equal(upstream.tcp, 525, 'one upstream connection per client, no retries');
 });
+
+t.test('rejectMode "close" never echoes a refused token entry, whatever the order offered (SPEC 2.1)', async (t) => {
+  const upstream = await startEchoUpstream(t);
+  const gw = await startGateway(t, {
+    authenticators: { jwt: jwtAuth({ from: ['protocol:bearer.'] }) },
+    routes: [{ path: '/chat', mode: 'relay', auth: ['jwt'], upstream: upstream.url, rejectMode: 'close' }],
+  });
+  for (const offered of [['bearer.bad-token-0123', 'bearer'], ['bearer', 'bearer.bad-token-0123']]) {
+    const ws = new WebSocket(gw.url('/chat'), offered);
+    t.teardown(() => ws.terminate());
+    const [code, reason] = (await once(ws, 'close')) as [number, Buffer];
+    t.equal(ws.protocol, 'bearer', `offered ${offered.join(', ')}: the marker is answered`);
+    t.same([code, String(reason)], [4401, 'token malformed']);
+  }
+  t.notOk(gw.logText().includes('bad-token-0123'), 'nor logged');
+});
