@@ -13,5 +13,13 @@ export interface StartOptions {
   logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
 
-/** An example's `start(port, options)`: `port` 0 is any free port; `Extra` are the example's own options. */
-export type Start<Extra extends object = object> = (port?: number, options?: StartOptions & Extra) => Promise<Started>;
+/** A running example that also counts the connections its WebSocket handler has run for. */
+export interface Counting extends Started {
+  readonly handled: number;
+}
+
+/**
+ * An example's `start(port, options)`: `port` 0 is any free port; `Extra` are the example's own options,
+ * `Result` what it resolves.
+ */
+export type Start<Extra extends object = object, Result extends Started = Started> = (port?: number, options?: StartOptions & Extra) => Promise<Result>;
