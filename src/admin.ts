@@ -1,6 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Gateway } from './gateway.js';
+import type { ConnectionView } from './connections.js';
 import type { RevocationTarget } from './revocations.js';
 
 function send(res: ServerResponse, status: number, body: object, headers: Record<string, string> = {}): void {
@@ -36,8 +37,8 @@ function readJson(req: IncomingMessage): Promise<unknown> {
   });
 }
 
-/** The one revocation target a body names, or undefined. */
-function revocationTarget(body: unknown): RevocationTarget | undefined {
+/** The one revocation target a body (or a message) names, or undefined. */
+export function revocationTarget(body: unknown): RevocationTarget | undefined {
   if (body === null || typeof body !== 'object') return undefined;
   const entries = Object.entries(body).filter(([key]) => key === 'subject' || key === 'jti' || key === 'sessionId');
   if (entries.length !== 1 || Object.keys(body).length !== 1) return undefined;
@@ -53,33 +54,78 @@ export function adminTokenMatches(header: string | undefined, token: string): bo
 }
 
 /**
+ * What the admin endpoints read and act on: the gateway of a single process, or the cluster primary,
+ * which asks its workers. Each method may answer at once or with a promise.
+ */
+export interface AdminTarget {
+  /** The bearer token `/connections` and `/revoke` require (`admin.token`). */
+  readonly token: string;
+  /** True once stopping began: `/readyz` then answers 503 `draining`. */
+  readonly draining: boolean;
+  /** `/readyz`: listening, not draining, Redis reachable when configured. */
+  isReady(): boolean | Promise<boolean>;
+  /** `GET /connections`. */
+  listConnections(): ConnectionView[] | Promise<ConnectionView[]>;
+  /** `POST /revoke`: applies the revocation; resolves how many live connections were closed. */
+  revoke(target: RevocationTarget): number | Promise<number>;
+}
+
+/** The admin target of a single-process gateway; `isListening` tells whether its listener is up. */
+export function gatewayAdminTarget(gateway: Gateway, isListening: () => boolean): AdminTarget {
+  return {
+    token: gateway.config.admin?.token ?? '',
+    get draining() {
+      return gateway.draining;
+    },
+    isReady: () => isListening() && !gateway.draining && gateway.redisReady,
+    listConnections: () => gateway.listConnections(),
+    revoke: (target) => gateway.revoke(target),
+  };
+}
+
+const INTERNAL = { error: 'internal_error', error_description: 'the admin request failed' };
+
+/**
  * The admin listener: `/healthz` (the process runs) and `/readyz` (listening, not draining, Redis
  * reachable when configured) need no token; every other path needs `Authorization: Bearer <admin.token>`.
+ * Give it an {@link AdminTarget}, or a gateway and whether its listener is up.
  */
-export function createAdminServer(gateway: Gateway, isListening: () => boolean): Server {
-  const token = gateway.config.admin?.token ?? '';
+export function createAdminServer(target: AdminTarget): Server;
+export function createAdminServer(gateway: Gateway, isListening: () => boolean): Server;
+export function createAdminServer(source: AdminTarget | Gateway, isListening?: () => boolean): Server {
+  const target = isListening ? gatewayAdminTarget(source as Gateway, isListening) : (source as AdminTarget);
+  const token = target.token;
   return createServer(function onAdminRequest(req: IncomingMessage, res: ServerResponse) {
     const path = (req.url ?? '/').split('?', 1)[0];
     if (path === '/healthz') return send(res, 200, { status: 'ok' });
     if (path === '/readyz') {
-      const ready = isListening() && !gateway.draining && gateway.redisReady;
-      return send(res, ready ? 200 : 503, { status: ready ? 'ready' : gateway.draining ? 'draining' : 'not ready' });
+      return void answer(res, target.isReady(), (ready) => {
+        send(res, ready ? 200 : 503, { status: ready ? 'ready' : target.draining ? 'draining' : 'not ready' });
+      });
     }
     if (!adminTokenMatches(req.headers.authorization, token)) {
       return send(res, 401, { error: 'unauthorized', error_description: 'admin token required' }, { 'WWW-Authenticate': 'Bearer realm="portcullis-admin"' });
     }
-    if (path === '/connections' && req.method === 'GET') return send(res, 200, gateway.listConnections());
+    if (path === '/connections' && req.method === 'GET') return void answer(res, target.listConnections(), (list) => send(res, 200, list));
     if (path === '/revoke') {
       if (req.method !== 'POST') return send(res, 405, { error: 'method_not_allowed', error_description: 'use POST' }, { Allow: 'POST' });
       return void readJson(req).then(
         (body) => {
-          const target = revocationTarget(body);
-          if (!target) return send(res, 400, { error: 'bad_request', error_description: 'expected { "subject" | "jti" | "sessionId": "<string>" }' });
-          send(res, 200, { revoked: target, closed: gateway.revoke(target) });
+          const revoked = revocationTarget(body);
+          if (!revoked) return send(res, 400, { error: 'bad_request', error_description: 'expected { "subject" | "jti" | "sessionId": "<string>" }' });
+          answer(res, target.revoke(revoked), (closed) => send(res, 200, { revoked, closed }));
         },
         () => send(res, 400, { error: 'bad_request', error_description: 'expected a JSON body of at most 4 KiB' }),
       );
     }
     send(res, 404, { error: 'not_found', error_description: 'no such admin endpoint' });
+  });
+}
+
+/** Answers with `value` once it settles (a plain value at once); a failure is a 500, never a crash. */
+function answer<T>(res: ServerResponse, value: T | Promise<T>, reply: (value: T) => void): void {
+  if (!(value instanceof Promise)) return reply(value);
+  value.then(reply, () => {
+    if (!res.headersSent) send(res, 500, INTERNAL);
   });
 }

@@ -1,16 +1,18 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
-import { watchFile } from './watch.js';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { createAdminServer } from './admin.js';
-import { readConfigFile } from './config/load.js';
+import { createAdminServer, gatewayAdminTarget } from './admin.js';
+import { answerPrimary, onPrimaryGone } from './cluster-ipc.js';
+import { runPrimary } from './cluster.js';
+import { readConfigFile, validateConfig } from './config/load.js';
 import { ConfigError } from './errors.js';
 import { Gateway } from './gateway.js';
+import { listen } from './listen.js';
 import { createGatewayServer } from './server.js';
 import { makeToken } from './token-command.js';
+import { watchFile } from './watch.js';
 
 const USAGE = `Usage:
   portcullis [--config PATH]        start the gateway (PATH: $PORTCULLIS_CONFIG, else ./gateway.config.json)
@@ -20,7 +22,7 @@ const USAGE = `Usage:
   portcullis --help | --version
 
 Exit codes: 0 clean stop, 1 bad config or arguments, 2 could not listen.
-Signals: SIGTERM/SIGINT drain and stop.`;
+Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads the config.`;
 
 class UsageError extends Error {}
 
@@ -48,41 +50,60 @@ async function check(file: string): Promise<number> {
   return 0;
 }
 
-function listen(server: Server, port: number, host: string): Promise<AddressInfo> {
-  return new Promise((resolveListen, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolveListen(server.address() as AddressInfo);
-    });
-  });
+async function start(file: string): Promise<number> {
+  if (cluster.isWorker) return serve(file, 'worker');
+  const config = validateConfig(readConfigFile(file), { baseDir: dirname(file), sidecar: true });
+  return (config.workers ?? 1) > 1 ? runPrimary(file, config) : serve(file, 'single');
 }
 
-async function start(file: string): Promise<number> {
+/** Runs one gateway process: the whole gateway, or (`worker`) one of a cluster's, without the admin port. */
+async function serve(file: string, role: 'single' | 'worker'): Promise<number> {
   const gateway = buildGateway(file);
   await gateway.ready();
   const server = createGatewayServer(gateway);
   let listening = false;
-  const admin = gateway.config.admin ? createAdminServer(gateway, () => listening) : undefined;
+  // In a cluster the primary serves the admin port and asks the workers (src/cluster.ts).
+  const admin = role === 'single' && gateway.config.admin ? createAdminServer(gatewayAdminTarget(gateway, () => listening)) : undefined;
   let stopped: (code: number) => void = () => {};
   const finished = new Promise<number>((resolve) => (stopped = resolve));
-  // Signals are handled from the start, so none can arrive while the default handler would kill us.
+  let stopping = false;
+  // Settles when the listen attempt does: a cluster worker's server must not be closed before (Node's
+  // cluster code throws, or the worker exits 1, when the primary's answer finds it closed).
+  let listenSettled: Promise<unknown> = Promise.resolve();
   const stop = (signal: string) => {
+    // Once only: with Ctrl+C in a terminal a worker gets SIGINT and then its primary's SIGTERM.
+    if (stopping) return;
+    stopping = true;
     gateway.log.info({ signal, connections: gateway.connections }, 'stopping');
     // The listener stays open while draining: new upgrades are answered 503, not refused (SPEC 9).
-    void gateway.close().then(() => {
-      server.close();
-      server.closeAllConnections();
-      admin?.close();
-      gateway.log.info('stopped');
-      stopped(0);
-    });
+    void gateway
+      .close()
+      .then(() => listenSettled)
+      .then(() => {
+        server.close();
+        server.closeAllConnections();
+        admin?.close();
+        gateway.log.info('stopped');
+        stopped(0);
+      });
   };
-  process.once('SIGTERM', () => stop('SIGTERM'));
-  process.once('SIGINT', () => stop('SIGINT'));
+  // Signals are handled from the start, so none can arrive while the default handler would kill us. A
+  // worker keeps handling them: the primary and a terminal or service manager may each send one.
+  const on = role === 'worker' ? process.on.bind(process) : process.once.bind(process);
+  on('SIGTERM', () => stop('SIGTERM'));
+  on('SIGINT', () => stop('SIGINT'));
   process.on('SIGHUP', () => reload(gateway, file, 'SIGHUP'));
+  if (role === 'worker') {
+    answerPrimary(gateway, () => listening);
+    onPrimaryGone(() => {
+      gateway.log.warn('the cluster primary is gone; draining');
+      stop('disconnect');
+    });
+  }
   try {
-    const address = await listen(server, gateway.config.listen?.port ?? 8080, gateway.config.listen?.host ?? '0.0.0.0');
+    const listening$ = listen(server, gateway.config.listen?.port ?? 8080, gateway.config.listen?.host ?? '0.0.0.0');
+    listenSettled = listening$.catch(() => {});
+    const address = await listening$;
     listening = true;
     gateway.log.info({ address: `${address.address}:${address.port}`, port: address.port, config: file }, 'listening');
     if (admin) {

@@ -17,7 +17,6 @@ export interface ValidateOptions {
   sidecar?: boolean;
 }
 
-const NOT_YET = 'not supported by this version of portcullis yet';
 // SPEC 9: relay-only fields are errors on a pipe route (maxPayload and heartbeatMs also serve local routes).
 const RELAY_ONLY = ['firstMessageAuth', 'refresh', 'maxPayload', 'heartbeatMs'] as const;
 const MIN_HMAC_BYTES = 32;
@@ -78,7 +77,7 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): G
   const rawAuths = (expanded.value as { authenticators?: unknown } | null)?.authenticators;
   const accepts = (name: string) => acceptsCookie((rawAuths as Record<string, unknown> | undefined)?.[name]);
   config.routes.forEach((route, i) => route && checkRoute(route, ['routes', i], config, accepts, options, report));
-  if (config.workers !== undefined && config.workers > 1) report(['workers'], NOT_YET);
+  if (options.sidecar && (config.workers ?? 1) > 1) checkWorkers(config, report);
   if (config.listen?.tls) {
     config.listen.tls.cert = readable(baseDir, config.listen.tls.cert, ['listen', 'tls', 'cert'], report);
     config.listen.tls.key = readable(baseDir, config.listen.tls.key, ['listen', 'tls', 'key'], report);
@@ -145,6 +144,21 @@ function checkAuthenticator(auth: AuthenticatorConfig, path: PropertyKey[], conf
     case 'ticket':
       if (!config.tickets) report(['tickets'], `required by ${formatPath(path)} (tickets are issued at tickets.path)`);
       return;
+  }
+}
+
+/**
+ * SPEC 9: without redis, state is per process, and with `workers > 1` per worker: what must be the same
+ * for every worker needs redis. Revocations do not: the primary passes each one to every worker. Only the
+ * CLI forks workers, so only the sidecar checks this (`createGateway` ignores `workers`).
+ */
+function checkWorkers(config: GatewayConfig, report: Report): void {
+  if (config.tickets && !config.redis) report(['tickets'], 'needs redis when workers > 1: each worker would keep its own tickets');
+  for (const [name, auth] of Object.entries(config.authenticators ?? {})) {
+    // A memory store is per process even with redis configured: only { "type": "redis" } is shared.
+    if (auth?.type === 'session' && auth.store?.type !== 'redis') {
+      report(['authenticators', name, 'store'], 'needs { "type": "redis" } when workers > 1: each worker would keep its own sessions');
+    }
   }
 }
 

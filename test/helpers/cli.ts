@@ -1,7 +1,7 @@
 // The BUILT command line (`node dist/cli.js`, built before tap runs) as a child process, and its JSON log
 // lines on stdout.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Teardown } from './net.js';
@@ -48,7 +48,54 @@ export interface CliProcess {
   waitFor(msg: string, options?: { after?: number; timeoutMs?: number; where?: (line: LogLine) => boolean }): Promise<LogLine>;
 }
 
-/** Spawns `node dist/cli.js ...args`; SIGKILLed by `t.teardown` if it is still running. */
+/** The pids of the live child processes of `pid` (Linux /proc). */
+export function childPids(pid: number): number[] {
+  const children: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // The fields after the command name, which is in parentheses and may hold spaces: state, ppid, ...
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) children.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return children;
+}
+
+/**
+ * Whether a process with this pid runs: `process.kill(pid, 0)` does not throw ESRCH, and it is not a
+ * zombie (an orphan that exited but that init has not reaped yet).
+ */
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code !== 'ESRCH';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** SIGKILLs `pid` if it is still there. */
+export function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // Already gone.
+  }
+}
+
+/**
+ * Spawns `node dist/cli.js ...args`; SIGKILLed by `t.teardown` if it is still running, with its own
+ * children first (the workers of `workers: N`, which would otherwise outlive it).
+ */
 export function spawnCli(t: Teardown, args: string[], options: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): CliProcess {
   const started = Date.now();
   const child = spawn(process.execPath, [CLI, ...args], { cwd: options.cwd ?? ROOT, env: options.env ?? cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
@@ -59,6 +106,7 @@ export function spawnCli(t: Teardown, args: string[], options: { env?: NodeJS.Pr
   const exited = new Promise<Exit>((resolve) => child.once('close', (code, signal) => resolve({ code, signal, at: Date.now() - started })));
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
+      for (const pid of childPids(child.pid!)) killQuietly(pid);
       child.kill('SIGKILL');
       await exited;
     }
@@ -71,6 +119,8 @@ export function spawnCli(t: Teardown, args: string[], options: { env?: NodeJS.Pr
       .map((line) => JSON.parse(line) as LogLine);
   const waitFor: CliProcess['waitFor'] = (msg, { after = 0, timeoutMs = 10000, where = () => true } = {}) =>
     new Promise((resolve, reject) => {
+      // Declared first: the line may already be there, and then done() runs at once, below.
+      let settled = false;
       const timer = setTimeout(() => done(new Error(`no "${msg}" log line within ${timeoutMs} ms; stdout: ${stdout} stderr: ${stderr}`)), timeoutMs);
       const onData = () => {
         try {
@@ -87,7 +137,6 @@ export function spawnCli(t: Teardown, args: string[], options: { env?: NodeJS.Pr
       child.stdout!.on('data', onData);
       child.once('close', onExit);
       onData();
-      let settled = false;
       function done(err?: Error, line?: LogLine) {
         if (settled) return;
         settled = true;

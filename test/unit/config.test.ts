@@ -176,6 +176,32 @@ t.test('session store redis needs redis.url', async (t) => {
   t.same(problemsOf({ redis: {}, routes: [route()] }), ['redis.url: required']);
 });
 
+t.test('workers > 1 in the sidecar: what is per process needs redis', async (t) => {
+  const sidecar = { env: {}, sidecar: true };
+  const REDIS = { url: 'redis://127.0.0.1:6379' };
+  const TICKETS = 'tickets: needs redis when workers > 1: each worker would keep its own tickets';
+  const SESSIONS = (name: string) => `authenticators.${name}.store: needs { "type": "redis" } when workers > 1: each worker would keep its own sessions`;
+  const session = (store?: object) => ({ type: 'session', secrets: ['keyboard cat'], subjectPath: 'user.id', ...(store && { store }) });
+  const sessions = (extra: Record<string, unknown> = {}) => ({
+    authenticators: { mem: session({ type: 'memory' }), dflt: session(), shared: session({ type: 'redis' }) },
+    routes: [route({ auth: ['mem', 'dflt', 'shared'], origins: '*' })],
+    ...extra,
+  });
+
+  t.same(validateConfig({ workers: 4, routes: [route()] }, sidecar).workers, 4, 'workers alone is fine (revocations need no redis)');
+  t.same(problemsOf({ workers: 2, tickets: { path: '/tickets' }, routes: [route()] }, sidecar), [TICKETS]);
+  t.same(problemsOf({ ...sessions({ workers: 2 }), redis: REDIS }, sidecar), [SESSIONS('mem'), SESSIONS('dflt')], 'a memory store (also by default) is per worker, redis or not');
+  t.same(problemsOf(sessions({ workers: 2 }), sidecar).sort(), [SESSIONS('dflt'), SESSIONS('mem'), 'redis.url: required by authenticators.shared.store']);
+  const shared = validateConfig({ workers: 2, redis: REDIS, tickets: { path: '/tickets' }, authenticators: { s: session({ type: 'redis' }) }, routes: [route({ auth: ['s'], origins: '*' })] }, sidecar);
+  t.equal(shared.workers, 2, 'with redis: tickets and redis sessions are shared');
+  t.same(problemsOf({ workers: '${WORKERS}', tickets: { path: '/tickets' }, routes: [route()] }, { env: { WORKERS: '3' }, sidecar: true }), [TICKETS], 'workers from the environment');
+
+  // workers 1 or absent: one process, nothing to share; embedded, workers is ignored (SPEC 9, Library).
+  const local = { tickets: { path: '/tickets' }, authenticators: { mem: session() }, routes: [route({ auth: ['mem'], origins: '*' })] };
+  for (const workers of [undefined, 1]) t.equal(validateConfig({ workers, ...local }, sidecar).routes.length, 1, `workers ${workers}: fine`);
+  t.equal(validateConfig({ workers: 8, ...local }, { env: {} }).workers, 8, 'createGateway accepts and ignores workers');
+});
+
 t.test('admin needs a token', async (t) => {
   t.same(problemsOf({ admin: { port: 9090 }, routes: [route()] }), ['admin.token: required']);
   t.same(problemsOf({ admin: { port: 9090, token: '' }, routes: [route()] }), ['admin.token: must not be empty']);
