@@ -272,7 +272,8 @@ function apiKeysFromFile(baseDir: string, ref: string, path: PropertyKey[], repo
     if (!Array.isArray(list) || !valid) report(path, 'expected a JSON list of { "sha256": "<64 hex>", "subject": "..." }');
     return valid ? (entries as { sha256: string; subject: string; claims?: Record<string, unknown> }[]) : [];
   } catch (err) {
-    if (existsSync(file)) report(path, `cannot parse: ${(err as Error).message}`);
+    // Not the parser's message: it quotes the start of the file, which may be a raw key.
+    if (existsSync(file)) report(path, err instanceof SyntaxError ? 'cannot parse: not valid JSON' : `cannot parse: ${(err as Error).message}`);
     return [];
   }
 }
