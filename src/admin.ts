@@ -68,6 +68,8 @@ export interface AdminTarget {
   listConnections(): ConnectionView[] | Promise<ConnectionView[]>;
   /** `POST /revoke`: applies the revocation; resolves how many live connections were closed. */
   revoke(target: RevocationTarget): number | Promise<number>;
+  /** `GET /metrics`: the Prometheus text format. */
+  metrics(): Promise<string>;
 }
 
 /** The admin target of a single-process gateway; `isListening` tells whether its listener is up. */
@@ -80,8 +82,12 @@ export function gatewayAdminTarget(gateway: Gateway, isListening: () => boolean)
     isReady: () => isListening() && !gateway.draining && gateway.redisReady,
     listConnections: () => gateway.listConnections(),
     revoke: (target) => gateway.revoke(target),
+    metrics: () => gateway.metrics.text(),
   };
 }
+
+/** The Prometheus text exposition format (what prom-client writes). */
+const PROMETHEUS_TEXT = 'text/plain; version=0.0.4; charset=utf-8';
 
 const INTERNAL = { error: 'internal_error', error_description: 'the admin request failed' };
 
@@ -105,6 +111,12 @@ export function createAdminServer(source: AdminTarget | Gateway, isListening?: (
     }
     if (!adminTokenMatches(req.headers.authorization, token)) {
       return send(res, 401, { error: 'unauthorized', error_description: 'admin token required' }, { 'WWW-Authenticate': 'Bearer realm="portcullis-admin"' });
+    }
+    if (path === '/metrics' && req.method === 'GET') {
+      return void answer(res, target.metrics(), (text) => {
+        res.writeHead(200, { 'Content-Type': PROMETHEUS_TEXT, 'Content-Length': Buffer.byteLength(text), 'Cache-Control': 'no-store' });
+        res.end(text);
+      });
     }
     if (path === '/connections' && req.method === 'GET') return void answer(res, target.listConnections(), (list) => send(res, 200, list));
     if (path === '/revoke') {

@@ -5,13 +5,15 @@ import type { Gateway } from './gateway.js';
 import type { RevocationTarget } from './revocations.js';
 
 /** What the cluster primary asks a worker, for the admin endpoints it serves on their behalf. */
-export type WorkerQuestion = { op: 'ready' } | { op: 'connections' } | { op: 'revoke'; target: RevocationTarget; share: boolean };
+export type WorkerQuestion = { op: 'ready' } | { op: 'connections' } | { op: 'metrics' } | { op: 'revoke'; target: RevocationTarget; share: boolean };
 
 /** The answers, by question. */
 export interface WorkerAnswers {
   ready: boolean;
   connections: ConnectionView[];
   revoke: number;
+  /** prom-client's `getMetricsAsJSON()`, for the primary's AggregatorRegistry. */
+  metrics: object[];
 }
 
 // Every message carries this tag, so anything else on the channel (another library's) is ignored.
@@ -35,6 +37,7 @@ const isObject = (value: unknown): value is Record<string, unknown> => value !==
 function fits(op: WorkerQuestion['op'], value: unknown): boolean {
   if (op === 'ready') return typeof value === 'boolean';
   if (op === 'revoke') return Number.isSafeInteger(value) && (value as number) >= 0;
+  if (op === 'metrics') return Array.isArray(value) && value.every((m) => isObject(m) && typeof m.name === 'string');
   return Array.isArray(value) && value.every(isObject);
 }
 
@@ -96,7 +99,7 @@ function questionOf(message: unknown): { id: number; question: WorkerQuestion } 
   if (!isObject(message) || message[TAG] !== 'ask' || !Number.isSafeInteger(message.id) || !isObject(message.question)) return undefined;
   const { op, target, share } = message.question;
   const id = message.id as number;
-  if (op === 'ready' || op === 'connections') return { id, question: { op } };
+  if (op === 'ready' || op === 'connections' || op === 'metrics') return { id, question: { op } };
   const checked = revocationTarget(target);
   if (op === 'revoke' && checked && typeof share === 'boolean') return { id, question: { op, target: checked, share } };
   return undefined;
@@ -111,18 +114,21 @@ export function answerPrimary(gateway: Gateway, isListening: () => boolean): () 
     const asked = questionOf(message);
     if (!asked) return;
     const { id, question } = asked;
-    let value: WorkerAnswers[WorkerQuestion['op']] | null = null;
-    try {
-      if (question.op === 'ready') value = isListening() && !gateway.draining && gateway.redisReady;
-      else if (question.op === 'connections') value = gateway.listConnections();
-      // Every worker applies it; only the one told to share stores and publishes it (with redis).
-      else value = gateway.revoke(question.target, { share: question.share });
-    } catch (err) {
-      // Answered with null, which the primary counts as no answer, at once rather than at its timeout.
+    const reply = (value: unknown) => process.send?.({ [TAG]: 'answer', id, value } satisfies Reply, undefined, undefined, () => {});
+    // Answered with null, which the primary counts as no answer, at once rather than at its timeout.
+    const failed = (err: unknown) => {
       gateway.log.error({ op: question.op, error: { message: (err as Error).message } }, 'admin question failed');
+      reply(null);
+    };
+    try {
+      if (question.op === 'ready') reply(isListening() && !gateway.draining && gateway.redisReady);
+      else if (question.op === 'connections') reply(gateway.listConnections());
+      else if (question.op === 'metrics') gateway.metrics.registry.getMetricsAsJSON().then(reply, failed);
+      // Every worker applies it; only the one told to share stores and publishes it (with redis).
+      else reply(gateway.revoke(question.target, { share: question.share }));
+    } catch (err) {
+      failed(err);
     }
-    const reply: Reply = { [TAG]: 'answer', id, value };
-    process.send?.(reply, undefined, undefined, () => {});
   };
   process.on('message', onMessage);
   return () => process.off('message', onMessage);

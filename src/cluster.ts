@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
+import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer, type AdminTarget } from './admin.js';
 import { WorkerQuestions } from './cluster-ipc.js';
 import { readConfigFile, validateConfig } from './config/load.js';
@@ -140,6 +141,15 @@ export class ClusterPrimary implements AdminTarget {
     // Unshared (no worker, or the first did not answer): the next worker to start shares it.
     if (closed[0] !== undefined) kept.shared = true;
     return closed.reduce<number>((sum, n) => sum + (n ?? 0), 0);
+  }
+
+  /**
+   * `GET /metrics`: every worker's metrics, summed by prom-client's AggregatorRegistry (counters and
+   * gauges added up, histograms merged; a worker that does not answer is left out).
+   */
+  async metrics(): Promise<string> {
+    const answers = await Promise.all(this.#listeningWorkers().map((worker) => this.#ask(worker, { op: 'metrics' })));
+    return AggregatorRegistry.aggregate(answers.filter((a) => a !== undefined) as Parameters<typeof AggregatorRegistry.aggregate>[0]).metrics();
   }
 
   #ask<Q extends Parameters<WorkerQuestions['ask']>[1]>(worker: Worker, question: Q) {

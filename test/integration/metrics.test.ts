@@ -4,7 +4,8 @@
 import t from 'tap';
 import { closeClient, echo, openClient } from '../helpers/client.js';
 import { startGateway } from '../helpers/gateway.js';
-import { eventually, freePort } from '../helpers/net.js';
+import { createAdminServer } from '../../src/admin.js';
+import { eventually, freePort, listenLocal } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
 import { rawUpgrade } from '../helpers/upgrade.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
@@ -85,4 +86,19 @@ t.test('one registry per gateway: two gateways and a reload never collide', asyn
   t.equal(sample(ta, 'portcullis_upgrades_total', { route: '/more', result: 'accepted', status: '101' }), 1);
   t.equal(sample(ta, 'portcullis_upgrades_total', { route: '/chat', result: 'rejected', status: '401' }), undefined, 'a did not see b');
   t.equal(sample(tb, 'portcullis_upgrades_total', { route: '/chat', result: 'rejected', status: '401' }), 1);
+});
+
+t.test('GET /metrics on the admin listener: admin token required, Prometheus text', async (t) => {
+  const upstream = await startEchoUpstream(t);
+  const gw = await startGateway(t, { admin: { port: 0, token: 'admin-token-metrics-0123' }, authenticators: { jwt: jwtAuth() }, routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url }] });
+  t.equal((await rawUpgrade(gw.port, '/chat')).status, 401);
+  const admin = createAdminServer(gw.gateway, () => true);
+  const port = await listenLocal(t, admin);
+  t.equal((await fetch(`http://127.0.0.1:${port}/metrics`)).status, 401, 'no token: 401');
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { headers: { Authorization: 'Bearer admin-token-metrics-0123' } });
+  t.equal(res.status, 200);
+  t.equal(res.headers.get('content-type'), 'text/plain; version=0.0.4; charset=utf-8');
+  const text = await res.text();
+  t.equal(sample(text, 'portcullis_upgrades_total', { route: '/chat', result: 'rejected', status: '401' }), 1);
+  t.notOk(text.includes('admin-token-metrics-0123'));
 });

@@ -68,6 +68,15 @@ t.test('workers: 2 through the CLI', async (t) => {
     t.equal(new Set(list.map((x) => x.id)).size, 10, 'ids are unique across workers');
     t.same(list.map((x) => x.subject).sort(), [...Array(6).fill('alice'), ...Array(4).fill('bob')]);
     t.ok(list.every((x) => x.route === '/relay' && x.mode === 'relay'));
+
+    t.equal((await fetch(`${c.admin}/metrics`)).status, 401, '/metrics needs the admin token');
+    const metrics = await fetch(`${c.admin}/metrics`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    t.equal(metrics.status, 200);
+    t.match(metrics.headers.get('content-type'), /^text\/plain; version=0\.0\.4/);
+    const text = await metrics.text();
+    t.match(text, /^portcullis_upgrades_total\{route="\/relay",result="accepted",status="101"\} 10$/m, 'the handshakes of both workers, summed');
+    t.match(text, /^portcullis_connections\{route="\/relay",mode="relay"\} 10$/m, 'the live connections of both workers, summed');
+    t.match(text, /^process_cpu_user_seconds_total /m, 'process metrics, aggregated');
   });
 
   t.test('POST /revoke {subject} reaches every worker', async (t) => {
