@@ -3,11 +3,14 @@ import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import type { DestinationStream } from 'pino';
 import { createAdminServer, gatewayAdminTarget } from './admin.js';
 import { answerPrimary, onPrimaryGone } from './cluster-ipc.js';
 import { runPrimary } from './cluster.js';
 import { readConfigFile, validateConfig } from './config/load.js';
+import { summarizeConfig } from './config/summary.js';
 import { ConfigError } from './errors.js';
+import { prettyDestination } from './log.js';
 import { Gateway } from './gateway.js';
 import { listen } from './listen.js';
 import { createGatewayServer } from './server.js';
@@ -15,8 +18,10 @@ import { makeToken } from './token-command.js';
 import { watchFile } from './watch.js';
 
 const USAGE = `Usage:
-  portcullis [--config PATH]        start the gateway (PATH: $PORTCULLIS_CONFIG, else ./gateway.config.json)
-  portcullis check [--config PATH]  validate the config; print every problem; exit 0 or 1
+  portcullis [--config PATH] [--pretty]
+                                    start the gateway (PATH: $PORTCULLIS_CONFIG, else ./gateway.config.json);
+                                    --pretty: readable log lines (the default when stdout is a terminal)
+  portcullis check [--config PATH]  validate the config; print every problem, or what it does; exit 0 or 1
   portcullis token --secret S [--sub ID] [--ttl 1h] [--iss ISS] [--aud AUD] [--claim k=v ...]
                                     print an HS256 JWT for trying the gateway out
   portcullis --help | --version
@@ -35,8 +40,11 @@ function configPath(given: string | undefined): string {
   return resolve(given ?? process.env.PORTCULLIS_CONFIG ?? 'gateway.config.json');
 }
 
+/** Where log lines go: pino-pretty with `--pretty` or a terminal on stdout, else JSON (set by main). */
+let logDestination: DestinationStream | undefined;
+
 function buildGateway(file: string): Gateway {
-  return new Gateway(readConfigFile(file), { baseDir: dirname(file), sidecar: true });
+  return new Gateway(readConfigFile(file), { baseDir: dirname(file), sidecar: true, ...(logDestination && { logDestination }) });
 }
 
 async function check(file: string): Promise<number> {
@@ -46,14 +54,14 @@ async function check(file: string): Promise<number> {
   } finally {
     await gateway.close();
   }
-  process.stdout.write(`configuration OK: ${file}\n`);
+  process.stdout.write(`configuration OK: ${file}\n\n${summarizeConfig(gateway.config)}`);
   return 0;
 }
 
 async function start(file: string): Promise<number> {
   if (cluster.isWorker) return serve(file, 'worker');
   const config = validateConfig(readConfigFile(file), { baseDir: dirname(file), sidecar: true });
-  return (config.workers ?? 1) > 1 ? runPrimary(file, config) : serve(file, 'single');
+  return (config.workers ?? 1) > 1 ? runPrimary(file, config, logDestination) : serve(file, 'single');
 }
 
 /** Runs one gateway process: the whole gateway, or (`worker`) one of a cluster's, without the admin port. */
@@ -150,6 +158,7 @@ export async function main(argv: string[]): Promise<number> {
         iss: { type: 'string' },
         aud: { type: 'string' },
         claim: { type: 'string', multiple: true },
+        pretty: { type: 'boolean' },
       },
     });
   } catch (err) {
@@ -162,6 +171,7 @@ export async function main(argv: string[]): Promise<number> {
   if (rest.length > 0) throw new UsageError(`unexpected argument: ${rest[0]}`);
   switch (command) {
     case undefined:
+      if (values.pretty || process.stdout.isTTY) logDestination = await prettyDestination();
       return start(configPath(values.config));
     case 'check':
       return check(configPath(values.config));

@@ -3,7 +3,7 @@ import type { Server } from 'node:http';
 import { dirname } from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { LRUCache } from 'lru-cache';
-import type { Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import { createAdminServer, type AdminTarget } from './admin.js';
 import { WorkerQuestions } from './cluster-ipc.js';
@@ -62,10 +62,11 @@ export class ClusterPrimary implements AdminTarget {
   #done: (code: number) => void = () => {};
   readonly #finished = new Promise<number>((resolve) => (this.#done = resolve));
 
-  constructor(file: string, config: GatewayConfig) {
+  /** @param destination where log lines go (pretty for a terminal); default stdout as JSON */
+  constructor(file: string, config: GatewayConfig, destination?: DestinationStream) {
     this.#file = file;
     this.#config = config;
-    this.log = createLogger(config.log?.level);
+    this.log = createLogger(config.log?.level, destination);
     this.token = config.admin?.token ?? '';
     this.#slots = Array.from({ length: config.workers ?? 2 }, () => ({
       worker: undefined,
@@ -281,6 +282,6 @@ function who(worker: Worker): { id: number; pid: number | undefined } {
 }
 
 /** Runs the primary of `workers: N` for the config file `file` (already validated as `config`). */
-export function runPrimary(file: string, config: GatewayConfig): Promise<number> {
-  return new ClusterPrimary(file, config).run();
+export function runPrimary(file: string, config: GatewayConfig, destination?: DestinationStream): Promise<number> {
+  return new ClusterPrimary(file, config, destination).run();
 }

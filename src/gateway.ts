@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import type { Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import type { AuthRequest } from './auth/authenticator.js';
 import { runChain, withDeadline } from './auth/chain.js';
@@ -37,6 +37,8 @@ export interface GatewayOptions {
   baseDir?: string;
   /** A pino logger to use instead of one built from `config.log`. */
   logger?: Logger;
+  /** Where the logger built from `config.log` writes (default: stdout, JSON lines). */
+  logDestination?: DestinationStream;
   /** Standalone gateway: `mode: "local"` is an error and unmatched paths are answered 404. */
   sidecar?: boolean;
 }
@@ -117,7 +119,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     super();
     this.#options = { ...(options.baseDir !== undefined && { baseDir: options.baseDir }), sidecar: options.sidecar ?? false };
     const validated = validateConfig(config, this.#options);
-    this.log = options.logger ?? createLogger(validated.log?.level);
+    this.log = options.logger ?? createLogger(validated.log?.level, options.logDestination);
     // With redis, tickets and revocations are shared by every replica (and survive restarts).
     const redis = validated.redis ? this.#redisAt(validated.redis.url) : undefined;
     this.#tickets = redis ? new RedisTicketStore(redis) : new MemoryTicketStore();

@@ -31,6 +31,15 @@ export function createLogger(level = 'info', destination?: DestinationStream): L
   );
 }
 
+/**
+ * Human-readable log lines (pino-pretty) for a terminal: `--pretty`, or stdout is a TTY. Loaded only
+ * then, so JSON deployments never import it. The same redaction applies: it formats what pino wrote.
+ */
+export async function prettyDestination(colorize = process.stdout.isTTY === true): Promise<DestinationStream> {
+  const { PinoPretty } = await import('pino-pretty');
+  return PinoPretty({ colorize, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,name' });
+}
+
 /** Shorter values are not worth hiding (and would scrub ordinary words out of messages). */
 const MIN_SECRET_LENGTH = 8;
 

@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t, { type Test } from 'tap';
 import { WebSocket } from 'ws';
-import { freePort, type Teardown } from '../helpers/net.js';
-import { SECRET } from '../helpers/tokens.js';
+import { eventually, freePort, type Teardown } from '../helpers/net.js';
+import { hs256, SECRET } from '../helpers/tokens.js';
 import { rawUpgrade } from '../helpers/upgrade.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
 
@@ -289,6 +289,9 @@ t.test('portcullis check', async (t) => {
     t.equal(run.code, 0, `exit code (stderr: ${run.stderr})`);
     t.match(run.stdout, /configuration OK/);
     t.equal(run.stderr, '');
+    // A dry run: what the config does follows (src/config/summary.ts, unit-tested in detail).
+    t.match(run.stdout, /\nlistens on ws:\/\/[^\n]*\n[\s\S]*\nroutes \(1, matched in order\):\n  0\. \/echo \[pipe\] auth user-jwt -> /);
+    t.match(run.stdout, /authenticators \(\d+\):/);
   });
 
   t.test('a missing ${VAR} fails, naming the field', async (t) => {
@@ -392,4 +395,26 @@ t.test('arguments', async (t) => {
     t.equal(Number(claims.exp) - Number(claims.iat), 300);
     t.match(claims, { sub: 'bob', scope: 'chat', n: 3 });
   });
+});
+
+t.test('--pretty: readable log lines instead of JSON, secrets still redacted', async (t) => {
+  const upstream = await startEchoUpstream(t);
+  const port = await freePort();
+  const configFile = writeJson(t.testdir(), 'gateway.config.json', {
+    listen: { host: '127.0.0.1', port },
+    authenticators: { 'user-jwt': { type: 'jwt', from: ['bearer'], secret: '${JWT_SECRET}', algorithms: ['HS256'] } },
+    routes: [{ path: '/echo', auth: ['user-jwt'], upstream: upstream.url }],
+  });
+  const gateway = spawnCli(t, ['--config', configFile, '--pretty'], { env: cleanEnv({ JWT_SECRET: SECRET }) });
+  await eventually(() => gateway.stdout().includes('listening'), 10000, 'the listening line');
+  const bad = `Bearer ${hs256({ sub: 'mallory' }, 'another-secret-of-at-least-32-bytes-000')}`;
+  t.equal((await rawUpgrade(port, '/echo', { Authorization: bad })).status, 401);
+  await eventually(() => gateway.stdout().includes('upgrade rejected'), 5000, 'the rejection line');
+  gateway.child.kill('SIGTERM');
+  const run = await gateway.exited;
+  t.equal(run.code, 0);
+  t.match(run.stdout, /^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: listening$/m, 'pino-pretty lines: time, level, message');
+  t.match(run.stdout, /^\s+code: "GW_ERR_SIGNATURE_INVALID"$/m, 'fields indented below');
+  t.notOk(run.stdout.split('\n').some((line) => line.startsWith('{')), 'no JSON line');
+  t.notOk(run.stdout.includes(bad.slice(7)) || run.stdout.includes(SECRET), 'no token or secret');
 });
