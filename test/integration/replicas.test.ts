@@ -4,9 +4,10 @@ import t from 'tap';
 import type { WebSocket } from 'ws';
 import { echo, openClient } from '../helpers/client.js';
 import { startGateway, startSidecar } from '../helpers/gateway.js';
-import { eventually } from '../helpers/net.js';
+import { cleanEnv, spawnCli, writeJson } from '../helpers/cli.js';
+import { eventually, freePort } from '../helpers/net.js';
 import { startRedis } from '../helpers/redis.js';
-import { hs256, jwtAuth } from '../helpers/tokens.js';
+import { hs256, jwtAuth, SECRET } from '../helpers/tokens.js';
 import { rawUpgrade } from '../helpers/upgrade.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
 
@@ -82,4 +83,28 @@ t.test('a revocation a replica could not hear closes its live connections once i
   t.equal(code, 4403, 'closed as revoked after the reconnect loaded it');
   t.equal(await echo(bob, 'still'), 'still', 'bob is untouched');
   t.equal((await rawUpgrade(gw.port, '/chat', { Authorization: `Bearer ${hs256({ sub: 'alice' })}` })).status, 401);
+});
+
+t.test('two gateway processes: POST /revoke on one process closes the connection held by the other', async (t) => {
+  const redis = await startRedis(t);
+  const upstream = await startEchoUpstream(t);
+  const [port, adminPort] = [await freePort(), await freePort()];
+  const config = {
+    redis: { url: redis.url },
+    authenticators: { jwt: { ...jwtAuth(), secret: '${JWT_SECRET}' } },
+    routes: [{ path: '/chat', auth: ['jwt'], upstream: upstream.url, mode: 'relay' }],
+  };
+  const file = writeJson(t.testdir(), 'gateway.config.json', { ...config, listen: { host: '127.0.0.1', port }, admin: { host: '127.0.0.1', port: adminPort, token: 'replica-admin-token-0123' } });
+  const replica = spawnCli(t, ['--config', file], { env: cleanEnv({ JWT_SECRET: SECRET }) });
+  await replica.waitFor('admin listening');
+  const other = await startGateway(t, { ...config, authenticators: { jwt: jwtAuth() } });
+  const alice = { Authorization: `Bearer ${hs256({ sub: 'alice' })}` };
+  const held = await openClient(t, other.url('/chat'), [], alice);
+  t.equal(await echo(held, 'hi'), 'hi');
+  const closed = once(held, 'close');
+  const res = await fetch(`http://127.0.0.1:${adminPort}/revoke`, { method: 'POST', headers: { Authorization: 'Bearer replica-admin-token-0123' }, body: JSON.stringify({ subject: 'alice' }) });
+  t.same(await res.json(), { revoked: { subject: 'alice' }, closed: 0 }, 'nothing of alice on the process that was asked');
+  const [code, reason] = (await closed) as [number, Buffer];
+  t.same([code, String(reason)], [4403, 'revoked'], 'closed on the other process');
+  t.equal((await rawUpgrade(port, '/chat', alice)).status, 401, 'and refused by the process that was asked');
 });
