@@ -30,6 +30,13 @@ export interface ConnectionView {
   bytesOut: number;
 }
 
+/** Seconds since the epoch as ISO 8601; null when absent or beyond what a Date holds (a token may say anything). */
+function isoTime(seconds: number | undefined): string | null {
+  if (seconds === undefined) return null;
+  const date = new Date(seconds * 1000);
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
+}
+
 /** The keys live connections are counted under, for the route, per-IP and per-subject caps. */
 export const countKey = {
   route: (routeKey: string) => `route:${routeKey}`,
@@ -132,7 +139,7 @@ export class ConnectionTracker {
       subject: c.identity.subject,
       remoteAddress: c.remoteAddress,
       startedAt: new Date(c.startedAt).toISOString(),
-      expiresAt: c.identity.expiresAt === undefined ? null : new Date(c.identity.expiresAt * 1000).toISOString(),
+      expiresAt: isoTime(c.identity.expiresAt),
       mode: c.mode,
       bytesIn: (socket as Socket).bytesRead ?? 0,
       bytesOut: (socket as Socket).bytesWritten ?? 0,

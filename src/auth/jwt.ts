@@ -2,7 +2,7 @@ import { createHash, createPublicKey, createSecretKey, type KeyObject } from 'no
 import jsonwebtoken, { type JwtHeader, type JwtPayload, type VerifyOptions } from 'jsonwebtoken';
 import { LRUCache } from 'lru-cache';
 import type { JwtConfig } from '../config/schema.js';
-import { GatewayError, type ErrorCode } from '../errors.js';
+import { GatewayError, withoutStacks, type ErrorCode } from '../errors.js';
 import type { Identity } from '../types.js';
 import type { Authenticator } from './authenticator.js';
 import { tokenAuthenticator } from './token.js';
@@ -95,7 +95,7 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
     const key = await lookup(decoded.header);
     let payload: JwtPayload;
     try {
-      payload = jsonwebtoken.verify(token, key, options) as JwtPayload;
+      payload = withoutStacks(() => jsonwebtoken.verify(token, key, options)) as JwtPayload;
     } catch (err) {
       throw rejection(err);
     }

@@ -15,6 +15,7 @@ import { Acceptor, chooseProtocol, markerOf } from './accept.js';
 import { connectUpstream, type UpstreamOutcome } from './connect-upstream.js';
 import { setUpstreamHeaders } from './forward.js';
 import { relay, type Relay } from './relay.js';
+import { pipeUpgrade } from './raw-pipe.js';
 import { dial, UpstreamProxy } from './upstream.js';
 import { writeUpstreamResponse } from './upstream-response.js';
 
@@ -254,8 +255,7 @@ export class Handoff {
     if (socket.destroyed) return void result.destroy();
     const release = route.pool!.acquire(target);
     socket.once('close', release);
-    this.#proxy ??= new UpstreamProxy();
-    this.#proxy.forward(req, socket, head, {
+    pipeUpgrade(req, socket, head, {
       target,
       upstream: result,
       timeoutMs: this.#host.timeoutMs,
