@@ -1,6 +1,7 @@
 import type { ClientRequest, IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { WebSocket } from 'ws';
 import { HOP_BY_HOP } from '../hop-by-hop.js';
+import { collectBody } from './upstream-response.js';
 
 /** How an upstream answered {@link connectUpstream}. */
 export type UpstreamOutcome =
@@ -32,9 +33,6 @@ export interface ConnectUpstreamOptions {
   /** PEM CA certificate(s) for `wss://` targets. */
   ca?: string | undefined;
 }
-
-/** Largest upstream response body kept for passing through. */
-export const MAX_RESPONSE_BODY = 64 * 1024;
 
 // ws writes these itself (passing them as well breaks the handshake); the rest are hop-by-hop.
 const DROPPED = new Set([
@@ -82,7 +80,8 @@ export function connectUpstream(target: string, options: ConnectUpstreamOptions)
     }
 
     let settled = false;
-    let response: { status: number; headers: IncomingHttpHeaders; chunks: Buffer[]; size: number } | undefined;
+    /** Once the upstream answered plain HTTP: settles with what of its body has arrived. */
+    let finishResponse: (() => void) | undefined;
 
     const settle = (outcome: UpstreamOutcome): void => {
       if (settled) return;
@@ -99,43 +98,28 @@ export function connectUpstream(target: string, options: ConnectUpstreamOptions)
       }
       resolve(outcome);
     };
-    const finishResponse = (): void => {
-      if (!response) return;
-      settle({ kind: 'response', status: response.status, headers: response.headers, body: Buffer.concat(response.chunks, response.size) });
-    };
     const onOpen = (): void => {
       ws.pause();
       settle({ kind: 'open', ws });
     };
     const onResponse = (_req: ClientRequest, res: IncomingMessage): void => {
-      response = { status: res.statusCode ?? 502, headers: res.headers, chunks: [], size: 0 };
-      const body = response;
-      res.on('data', (chunk: Buffer) => {
-        if (settled) return;
-        const room = MAX_RESPONSE_BODY - body.size;
-        body.chunks.push(room < chunk.length ? chunk.subarray(0, room) : chunk);
-        body.size += Math.min(room, chunk.length);
-        if (body.size >= MAX_RESPONSE_BODY) finishResponse();
-      });
-      res.on('end', finishResponse);
-      // A body cut short by a reset still passes the status through.
-      res.on('close', finishResponse);
-      res.on('error', () => {});
+      const status = res.statusCode ?? 502;
+      finishResponse = collectBody(res, (body) => settle({ kind: 'response', status, headers: res.headers, body }));
     };
     const onError = (error: Error): void => {
-      if (response) finishResponse();
+      if (finishResponse) finishResponse();
       else settle({ kind: 'error', error });
     };
     const onClose = (): void => {
       ws.off('error', onError);
       ws.off('close', onClose);
-      if (response) finishResponse();
+      if (finishResponse) finishResponse();
       else settle({ kind: 'error', error: new Error('upstream closed during the handshake') });
     };
 
     // ws's handshakeTimeout is an idle timeout; this bounds the whole attempt, a slow body included.
     const deadline = setTimeout(() => {
-      if (response) finishResponse();
+      if (finishResponse) finishResponse();
       else settle({ kind: 'error', error: new Error('upstream handshake timed out') });
     }, options.timeoutMs);
 

@@ -16,6 +16,7 @@ import { connectUpstream, type UpstreamOutcome } from './connect-upstream.js';
 import { setUpstreamHeaders } from './forward.js';
 import { relay, type Relay } from './relay.js';
 import { pipeUpgrade } from './raw-pipe.js';
+import { joinTarget } from './target.js';
 import { dial, UpstreamProxy } from './upstream.js';
 import { writeUpstreamResponse } from './upstream-response.js';
 
@@ -54,12 +55,6 @@ export interface HandoffHost {
   upstreamFailed(route: CompiledRoute, target: string): void;
   /** The checks that follow authentication (`require`, per-subject rate and caps); throws a GatewayError. */
   admit(accepted: Accepted, identity: Identity): Promise<void>;
-}
-
-/** The upstream URL for a request: the target's own path (if any) followed by the request's path and query, as http-proxy joins them. */
-export function joinTarget(target: string, requestUrl: string): string {
-  const base = new URL(target);
-  return `${base.protocol}//${base.host}${base.pathname.replace(/\/$/, '')}${requestUrl}`;
 }
 
 /** The `token` of a client message `{ "type": TYPE, "token": "..." }`, or undefined for any other message. */

@@ -7,8 +7,8 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { MAX_RESPONSE_BODY } from './connect-upstream.js';
-import { writeUpstreamResponse } from './upstream-response.js';
+import { upstreamPath } from './target.js';
+import { collectBody, writeUpstreamResponse } from './upstream-response.js';
 
 /** One upgrade to forward over an already dialed connection. */
 export interface PipeRequest {
@@ -23,13 +23,6 @@ export interface PipeRequest {
   onOpen(upstream: Socket): void;
   /** Called on a failure; `answered` tells whether the upstream's response already reached the client. */
   onError(err: Error, answered: boolean): void;
-}
-
-/** The request line's path: the target's own path (if any) followed by the request's path and query. */
-function upstreamPath(target: string, url: string): string {
-  const slash = target.indexOf('/', target.indexOf('//') + 2);
-  const base = slash < 0 ? '' : target.slice(slash).replace(/\/$/, '');
-  return `${base}${url}`;
 }
 
 /** The 101 head for the client: the upstream's headers as it sent them, plus the marker when it chose none. */
@@ -109,24 +102,10 @@ export function pipeUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer, 
     answered = true;
     clearTimeout(timer);
     socket.off('close', abort);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let done = false;
-    const finish = () => {
-      if (done) return;
-      done = true;
+    const finish = collectBody(res, (body) => {
       upstream.destroy();
-      writeUpstreamResponse(socket, res.statusCode ?? 502, res.headers, Buffer.concat(chunks, size));
-    };
-    res.on('data', (chunk: Buffer) => {
-      const room = MAX_RESPONSE_BODY - size;
-      if (room <= 0) return finish();
-      chunks.push(chunk.length > room ? chunk.subarray(0, room) : chunk);
-      size += Math.min(room, chunk.length);
+      writeUpstreamResponse(socket, res.statusCode ?? 502, res.headers, body);
     });
-    res.once('end', finish);
-    res.once('close', finish);
-    res.on('error', () => {});
     // A slow body is bounded like the handshake.
     setTimeout(finish, request.timeoutMs).unref();
   });
