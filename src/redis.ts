@@ -123,6 +123,15 @@ export function connectRedis(url: string, log: Logger): SharedRedis {
   };
 }
 
+/** Lua: `now`, Redis's own clock in ms (replicas' clocks need not agree). */
+export const LUA_NOW_MS = `local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)`;
+
+/** A key part stored in Redis for a subject, address or route: bounded in length, and not readable. */
+export function hashedKeyPart(text: string): string {
+  return createHash('sha256').update(text).digest('base64url');
+}
+
 /** How long a limit check waits on Redis before this replica decides alone. */
 export const SHARED_CHECK_TIMEOUT_MS = 1000;
 

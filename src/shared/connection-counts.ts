@@ -1,6 +1,5 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
-import { SHARED_CHECK_TIMEOUT_MS, within, type SharedRedis } from '../redis.js';
+import { hashedKeyPart, LUA_NOW_MS, SHARED_CHECK_TIMEOUT_MS, within, type SharedRedis } from '../redis.js';
 
 /** Each replica's live connection counts: a hash per replica, `PREFIX + replica id`, field → count. */
 export const COUNTS_PREFIX = 'portcullis:conns:';
@@ -10,14 +9,11 @@ export const REPLICAS_KEY = 'portcullis:replicas';
 /** The default of `redis.replicaTtlSec`. */
 export const DEFAULT_REPLICA_TTL_SEC = 15;
 
-const NOW = `local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)`;
-
 // KEYS: replicas, own hash. ARGV: own id, ttl ms, hash prefix, then (field, cap) pairs. Sums each field
 // over every live replica and counts the connection under all of them only when every cap has room:
 // the check and the increment are one atomic step, so two replicas cannot both take the last slot.
 // Replicas whose heartbeat stopped are dropped first; their hashes expire on their own.
-const ACQUIRE = `${NOW}
+const ACQUIRE = `${LUA_NOW_MS}
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
@@ -44,7 +40,7 @@ return 0
 // KEYS: replicas, own hash. ARGV: own id, ttl ms, then (field, count) pairs, or none for a heartbeat.
 // A heartbeat keeps this replica alive; with pairs, the hash is replaced by what this replica holds.
 // Returns whether the hash exists (a flushed or restarted Redis has lost it: the caller writes it again).
-const SYNC = `${NOW}
+const SYNC = `${LUA_NOW_MS}
 local ttl = tonumber(ARGV[2])
 redis.call('ZADD', KEYS[1], now + ttl, ARGV[1])
 if #ARGV > 2 then
@@ -98,7 +94,7 @@ export class SharedConnectionCounts {
    * @returns the first check without room, or the function that uncounts the connection (once)
    */
   async acquire(checks: readonly CapCheck[]): Promise<Acquired> {
-    const fields = checks.map((c) => fieldOf(c.key));
+    const fields = checks.map((c) => hashedKeyPart(c.key));
     // Whether Redis counted it: false only when it answered "no room" too late to be waited for.
     let counted = true;
     if (this.#redis.isReady) {
@@ -150,9 +146,4 @@ export class SharedConnectionCounts {
     if (!this.#redis.isReady) return;
     await this.#redis.evalScript(`redis.call('DEL', KEYS[2]) redis.call('ZREM', KEYS[1], ARGV[1]) return 0`, [REPLICAS_KEY, this.#ownKey], [this.#id]).catch(() => {});
   }
-}
-
-/** Hashed: bounded field length whatever the subject, and no subjects or client addresses in Redis. */
-function fieldOf(key: string): string {
-  return createHash('sha256').update(key).digest('base64url');
 }

@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
 import { RateLimiter, type Limiter } from '../limits.js';
-import { SHARED_CHECK_TIMEOUT_MS, within, type SharedRedis } from '../redis.js';
+import { hashedKeyPart, LUA_NOW_MS, SHARED_CHECK_TIMEOUT_MS, within, type SharedRedis } from '../redis.js';
 
 /** Where the shared buckets live; the rest of the key is a hash of route, kind and client key. */
 export const RATE_PREFIX = 'portcullis:rate:';
@@ -12,8 +11,7 @@ export const RATE_PREFIX = 'portcullis:rate:';
 const TAKE = `
 local perSecond = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+${LUA_NOW_MS}
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(state[1]) or burst
 local at = tonumber(state[2]) or now
@@ -50,8 +48,7 @@ export class SharedRateLimiter implements Limiter {
 
   async take(key: string): Promise<number> {
     if (this.#redis.isReady) {
-      // Hashed: bounded key length whatever the subject, and no client addresses or subjects in Redis.
-      const bucket = RATE_PREFIX + createHash('sha256').update(`${this.#scope}\0${key}`).digest('base64url');
+      const bucket = RATE_PREFIX + hashedKeyPart(`${this.#scope}\0${key}`);
       try {
         const reply = this.#redis.evalScript(TAKE, [bucket], [String(this.#local.perSecond), String(this.#local.burst)]);
         return Number(await within(reply, SHARED_CHECK_TIMEOUT_MS));
