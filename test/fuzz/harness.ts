@@ -307,19 +307,7 @@ export function errorOf(res: RawResponse): string | undefined {
 // ---------------------------------------------------------------------------------------------------------
 // Process health
 
-/** Records every uncaught exception / unhandled rejection while a test runs. */
-export function crashSpy(t: { teardown(fn: () => unknown): void }) {
-  const seen: string[] = [];
-  const onException = (err: Error) => seen.push(`uncaughtException: ${err?.stack ?? String(err)}`);
-  const onRejection = (err: unknown) => seen.push(`unhandledRejection: ${(err as Error)?.stack ?? String(err)}`);
-  process.on('uncaughtException', onException);
-  process.on('unhandledRejection', onRejection);
-  t.teardown(() => {
-    process.off('uncaughtException', onException);
-    process.off('unhandledRejection', onRejection);
-  });
-  return seen;
-}
+export { crashSpy } from '../helpers/net.js';
 
 /** Open file descriptors of this process now (after a short settle). */
 export async function fdBaseline(): Promise<number> {

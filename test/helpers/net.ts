@@ -51,3 +51,17 @@ export async function listenLocal(t: Teardown, server: HttpServer | HttpsServer,
   });
   return (server.address() as AddressInfo).port;
 }
+
+/** Records every uncaught exception / unhandled rejection while a test runs. */
+export function crashSpy(t: Teardown) {
+  const seen: string[] = [];
+  const onException = (err: Error) => seen.push(`uncaughtException: ${err?.stack ?? String(err)}`);
+  const onRejection = (err: unknown) => seen.push(`unhandledRejection: ${(err as Error)?.stack ?? String(err)}`);
+  process.on('uncaughtException', onException);
+  process.on('unhandledRejection', onRejection);
+  t.teardown(() => {
+    process.off('uncaughtException', onException);
+    process.off('unhandledRejection', onRejection);
+  });
+  return seen;
+}

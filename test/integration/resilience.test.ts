@@ -6,22 +6,14 @@ import { join } from 'node:path';
 import t, { type Test } from 'tap';
 import { WebSocket } from 'ws';
 import { startGateway, startGatewayWithUpstream, type Setup, type TestGateway } from '../helpers/gateway.js';
-import { eventually, openFds, sleep, type Teardown } from '../helpers/net.js';
+import { crashSpy, eventually, openFds, sleep, type Teardown } from '../helpers/net.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
 import { rawUpgrade, requestHead, sendRaw, upgradeHeaders } from '../helpers/upgrade.js';
 import { startDelayedUpstream, startEchoUpstream, type EchoUpstream } from '../helpers/upstream.js';
 
 /** Records every uncaught exception / unhandled rejection while the test runs; the test fails on any. */
-function crashSpy(t: Teardown & { same(a: unknown, b: unknown, msg: string): unknown }) {
-  const seen: string[] = [];
-  const onException = (err: Error) => seen.push(`uncaughtException: ${err?.stack ?? String(err)}`);
-  const onRejection = (err: unknown) => seen.push(`unhandledRejection: ${(err as Error)?.stack ?? String(err)}`);
-  process.on('uncaughtException', onException);
-  process.on('unhandledRejection', onRejection);
-  t.teardown(() => {
-    process.off('uncaughtException', onException);
-    process.off('unhandledRejection', onRejection);
-  });
+function crashWatch(t: Teardown & { same(a: unknown, b: unknown, msg: string): unknown }) {
+  const seen = crashSpy(t);
   return {
     seen,
     check: () => t.same(seen, [], 'no uncaught exception or unhandled rejection'),
@@ -69,7 +61,7 @@ function logMessages(gw: TestGateway): string[] {
 }
 
 t.test('(a) client reset while a slow module authenticator is pending', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const dir = t.testdir({
     'slow.mjs': `
       export default async function slow() {
@@ -112,7 +104,7 @@ t.test('(a) client reset while a slow module authenticator is pending', async (t
 });
 
 t.test('(a) client reset while an onWebSocketUpgrade handler awaits 300ms', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const { upstream, gw } = await openRoute(t);
   let calls = 0;
   let done = 0;
@@ -142,7 +134,7 @@ t.test('(a) client reset while an onWebSocketUpgrade handler awaits 300ms', asyn
 });
 
 t.test('(b) client reset after auth while the upstream delays its 101', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const upstream = await startDelayedUpstream(t, 400);
   const gw = await startGateway(t, {
     authenticators: { jwt: jwtAuth() },
@@ -164,7 +156,7 @@ t.test('(b) client reset after auth while the upstream delays its 101', async (t
 });
 
 t.test('(c) no fd or socket leak after 200 rejected and 200 accepted-and-closed handshakes', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, {
     authenticators: { jwt: jwtAuth() },
@@ -209,7 +201,7 @@ t.test('(c) no fd or socket leak after 200 rejected and 200 accepted-and-closed 
 });
 
 t.test('(d) auth deadline: a handler that never resolves gets 503 after handshakeTimeoutMs', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const { upstream, gw } = await openRoute(t, { limits: { handshakeTimeoutMs: 200 } });
   gw.gateway.onWebSocketUpgrade(() => new Promise<boolean>(() => {}));
   const rejected: [number, string][] = [];
@@ -231,7 +223,7 @@ t.test('(d) auth deadline: a handler that never resolves gets 503 after handshak
 });
 
 t.test('(e) gateway.close() during a pending auth answers 503 "gateway is shutting down"', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const { upstream, gw } = await openRoute(t, { drain: { timeoutMs: 5000 } });
   let calls = 0;
   gw.gateway.onWebSocketUpgrade(() => {
@@ -264,7 +256,7 @@ t.test('(e) gateway.close() during a pending auth answers 503 "gateway is shutti
 });
 
 t.test('(f) upstream dies mid-stream: the client is closed, nothing left open', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const { upstream, gw } = await openRoute(t);
   for (const how of ['terminate', 'reset'] as const) {
     const ws = await echoedClient(t, gw, upstream);
@@ -284,7 +276,7 @@ t.test('(f) upstream dies mid-stream: the client is closed, nothing left open', 
 });
 
 t.test('(f) client destroys mid-stream: the upstream side is closed', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const { upstream, gw } = await openRoute(t);
   for (const how of ['destroy', 'reset'] as const) {
     const ws = await echoedClient(t, gw, upstream);
@@ -302,7 +294,7 @@ t.test('(f) client destroys mid-stream: the upstream side is closed', async (t) 
 });
 
 t.test('(g) token expiry on a pipe connection', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, {
     authenticators: { jwt: jwtAuth() },
@@ -367,7 +359,7 @@ function readUpgradeAndFrame(socket: Socket, payloadLength: number, timeoutMs = 
 }
 
 t.test('(h) a first frame sent in the same TCP write as the upgrade request is echoed', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const upstream = await startEchoUpstream(t);
   const gw = await startGateway(t, {
     authenticators: { jwt: jwtAuth() },
@@ -391,7 +383,7 @@ t.test('(h) a first frame sent in the same TCP write as the upgrade request is e
 });
 
 t.test('(h) a frame sent while authentication is still pending is not lost', async (t) => {
-  const crashes = crashSpy(t);
+  const crashes = crashWatch(t);
   const { upstream, gw } = await openRoute(t);
   let calls = 0;
   gw.gateway.onWebSocketUpgrade(async () => {
