@@ -1,15 +1,16 @@
-import { createHash, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
-import jsonwebtoken, { type JwtHeader, type JwtPayload, type VerifyOptions } from 'jsonwebtoken';
+import { createPublicKey, createSecretKey, hash, type KeyObject } from 'node:crypto';
+import type { JwtHeader, JwtPayload } from 'jsonwebtoken';
 import { LRUCache } from 'lru-cache';
 import type { JwtConfig } from '../config/schema.js';
-import { GatewayError, withoutStacks, type ErrorCode } from '../errors.js';
+import { GatewayError } from '../errors.js';
 import type { Identity } from '../types.js';
 import type { Authenticator } from './authenticator.js';
+import { parseJws, verifyJws, type JwsAlgorithm, type ParsedJws } from './jws.js';
 import { tokenAuthenticator } from './token.js';
 
 /**
  * Finds the key for a token from its header. Static keys ignore the header; a JWKS lookup uses `kid`.
- * Keys are KeyObjects built once: a string secret costs jsonwebtoken a failed PEM parse on every verify.
+ * Keys are KeyObjects built once, never parsed per token.
  */
 export type KeyLookup = (header: JwtHeader) => KeyObject | Promise<KeyObject>;
 
@@ -19,23 +20,37 @@ export function staticKeyLookup(config: Pick<JwtConfig, 'secret' | 'publicKey'>)
   return () => key;
 }
 
-const MESSAGES: Record<string, ErrorCode> = {
-  'invalid signature': 'GW_ERR_SIGNATURE_INVALID',
-  'invalid algorithm': 'GW_ERR_ALGORITHM_NOT_ALLOWED',
-  'jwt malformed': 'GW_ERR_TOKEN_MALFORMED',
-  'jwt signature is required': 'GW_ERR_ALGORITHM_NOT_ALLOWED',
-  'maxAge exceeded': 'GW_ERR_TOKEN_TOO_OLD',
-  'jwt expired': 'GW_ERR_TOKEN_EXPIRED',
-};
+/** The time claims and `iss`/`aud`/`maxAgeSec` checks of a `jwt` authenticator, on a payload whose signature held. */
+interface ClaimRules {
+  readonly toleranceSec: number;
+  readonly issuers: readonly string[] | undefined;
+  readonly audiences: readonly string[] | undefined;
+  readonly maxAgeSec: number | undefined;
+}
 
-function rejection(err: unknown): GatewayError {
-  const e = err as Error;
-  if (e.name === 'NotBeforeError') return new GatewayError('GW_ERR_TOKEN_NOT_YET_VALID', e.message);
-  if (e.message.startsWith('jwt issuer invalid')) return new GatewayError('GW_ERR_ISSUER_INVALID', 'jwt issuer invalid');
-  if (e.message.startsWith('jwt audience invalid')) return new GatewayError('GW_ERR_AUDIENCE_INVALID', 'jwt audience invalid');
-  const code = MESSAGES[e.message] ?? (e.name === 'TokenExpiredError' ? 'GW_ERR_TOKEN_EXPIRED' : 'GW_ERR_TOKEN_INVALID');
-  // jsonwebtoken's messages are fixed text, but never log a message that could quote the token.
-  return new GatewayError(code, e.name === 'JsonWebTokenError' || e.name === 'TokenExpiredError' ? e.message : e.name);
+/**
+ * RFC 7519 4.1 as jsonwebtoken applies it (the same order and tolerance), except that `iat: 0` is 1970 and
+ * not "now" when `maxAgeSec` is set.
+ * @throws GatewayError
+ */
+function checkClaims(payload: JwtPayload, rules: ClaimRules, nowSec: number): void {
+  const { nbf, exp, iat, iss, aud } = payload;
+  if (nbf !== undefined) {
+    if (typeof nbf !== 'number') throw new GatewayError('GW_ERR_TOKEN_INVALID', 'invalid nbf value');
+    if (nbf > nowSec + rules.toleranceSec) throw new GatewayError('GW_ERR_TOKEN_NOT_YET_VALID', 'jwt not active');
+  }
+  if (exp !== undefined) {
+    if (typeof exp !== 'number') throw new GatewayError('GW_ERR_TOKEN_INVALID', 'invalid exp value');
+    if (nowSec >= exp + rules.toleranceSec) throw new GatewayError('GW_ERR_TOKEN_EXPIRED', 'jwt expired');
+  }
+  if (rules.audiences && !(Array.isArray(aud) ? aud : [aud]).some((a) => rules.audiences!.includes(a as string))) {
+    throw new GatewayError('GW_ERR_AUDIENCE_INVALID', 'jwt audience invalid');
+  }
+  if (rules.issuers && !rules.issuers.includes(iss as string)) throw new GatewayError('GW_ERR_ISSUER_INVALID', 'jwt issuer invalid');
+  if (rules.maxAgeSec !== undefined) {
+    if (typeof iat !== 'number') throw new GatewayError('GW_ERR_TOKEN_INVALID', 'iat required when maxAge is specified');
+    if (nowSec >= iat + rules.maxAgeSec + rules.toleranceSec) throw new GatewayError('GW_ERR_TOKEN_TOO_OLD', 'maxAge exceeded');
+  }
 }
 
 /** Bounds of the verified-token cache (per authenticator): tokens, bytes, and the longest an entry lives. */
@@ -54,20 +69,22 @@ function cacheTtlMs(payload: JwtPayload, maxAgeSec: number | undefined): number 
 }
 
 /**
- * The `jwt` authenticator: jsonwebtoken with an explicit algorithm allow-list (`none` is never in it),
- * issuer/audience/nbf/exp with `clockToleranceSec`, `maxAgeSec`, `requiredClaims`. Verified tokens are
+ * The `jwt` authenticator: the signature checked by {@link verifyJws} against an explicit algorithm
+ * allow-list (`none` is never in it) before the payload is even parsed, then nbf/exp/iss/aud with
+ * `clockToleranceSec`, `maxAgeSec`, `requiredClaims` with jsonwebtoken's semantics (test/fuzz/jwt.test.ts
+ * holds every generated token to jsonwebtoken's verdict). Not jsonwebtoken itself on this path: it
+ * decodes each token twice and builds an Error per refusal, most of a refused handshake's JWT cost. Verified tokens are
  * cached (bounded LRU keyed by the token's SHA-256, never past `exp`), so a reconnect storm costs one
  * signature check per token; a hit is a plain lookup.
  */
 export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLookup = staticKeyLookup(config)): Authenticator {
-  const algorithms = config.algorithms.filter((a) => a !== ('none' as string));
-  const options: VerifyOptions & { complete: false } = {
-    algorithms: algorithms as VerifyOptions['algorithms'],
-    clockTolerance: config.clockToleranceSec ?? 0,
-    complete: false,
-    ...(config.issuer !== undefined && { issuer: config.issuer as string | [string, ...string[]] }),
-    ...(config.audience !== undefined && { audience: config.audience as string | [string, ...string[]] }),
-    ...(config.maxAgeSec !== undefined && { maxAge: config.maxAgeSec }),
+  const algorithms = config.algorithms.filter((a) => a !== ('none' as string)) as JwsAlgorithm[];
+  const list = (value: string | readonly string[] | undefined) => (value === undefined ? undefined : typeof value === 'string' ? [value] : value);
+  const rules: ClaimRules = {
+    toleranceSec: config.clockToleranceSec ?? 0,
+    issuers: list(config.issuer),
+    audiences: list(config.audience),
+    maxAgeSec: config.maxAgeSec,
   };
   const required = config.requiredClaims ?? [];
   const verified = new LRUCache<string, Identity>({
@@ -77,29 +94,9 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
     sizeCalculation: (identity) => Buffer.byteLength(JSON.stringify(identity.claims)) + 256,
   });
 
-  const auth = tokenAuthenticator(name, 'jwt', config.from, async (token) => {
-    // Keyed by a digest, so the cache never holds a usable token.
-    const cacheKey = createHash('sha256').update(token).digest('base64url');
-    const hit = verified.get(cacheKey);
-    if (hit) return hit;
-    let decoded: jsonwebtoken.Jwt | null;
-    try {
-      decoded = jsonwebtoken.decode(token, { complete: true });
-    } catch {
-      decoded = null;
-    }
-    if (!decoded || typeof decoded.payload === 'string') throw new GatewayError('GW_ERR_TOKEN_MALFORMED');
-    if (!algorithms.includes(decoded.header.alg as (typeof algorithms)[number])) {
-      throw new GatewayError('GW_ERR_ALGORITHM_NOT_ALLOWED', `alg ${String(decoded.header.alg).slice(0, 16)}`);
-    }
-    const key = await lookup(decoded.header);
-    let payload: JwtPayload;
-    try {
-      payload = withoutStacks(() => jsonwebtoken.verify(token, key, options)) as JwtPayload;
-    } catch (err) {
-      throw rejection(err);
-    }
-    if (typeof payload !== 'object' || payload === null) throw new GatewayError('GW_ERR_TOKEN_MALFORMED');
+  const identityOf = (jws: ParsedJws, key: KeyObject, cacheKey: string): Identity => {
+    const payload: JwtPayload = verifyJws(jws, key);
+    checkClaims(payload, rules, Math.floor(Date.now() / 1000));
     if (payload.sub !== undefined && typeof payload.sub !== 'string') throw new GatewayError('GW_ERR_TOKEN_INVALID', 'sub is not a string');
     const missing = required.find((claim) => payload[claim] === undefined);
     if (missing !== undefined) throw new GatewayError('GW_ERR_CLAIM_MISSING', `missing claim ${missing}`);
@@ -112,6 +109,17 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
     const ttl = cacheTtlMs(payload, config.maxAgeSec);
     if (ttl > 0) verified.set(cacheKey, identity, { ttl });
     return identity;
+  };
+
+  const auth = tokenAuthenticator(name, 'jwt', config.from, (token) => {
+    // Keyed by a digest, so the cache never holds a usable token.
+    const cacheKey = hash('sha256', token, 'base64url');
+    const hit = verified.get(cacheKey);
+    if (hit) return hit;
+    const jws = parseJws(token, algorithms);
+    const key = lookup(jws.header as JwtHeader);
+    // A static key is there at once: no promise, no extra turn of the event loop.
+    return key instanceof Promise ? key.then((k) => identityOf(jws, k, cacheKey)) : identityOf(jws, key, cacheKey);
   });
   return { ...auth, clockToleranceSec: config.clockToleranceSec ?? 0 };
 }

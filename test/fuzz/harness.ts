@@ -46,10 +46,6 @@ export const KNOWN = {
     'src/server.ts createGatewayServer leaves Node\'s requireHostHeader on: a plain HTTP/1.1 request without Host (a GET with Connection: close, or without Upgrade) gets Node\'s own bare 400 (empty chunked body, no JSON, no X-Request-Id, no Cache-Control) instead of the gateway\'s JSON 426/404/400',
   'cookie-quoted':
     'src/credentials.ts cookieValue uses cookie@1 parseCookie, which keeps the DQUOTEs of a quoted value (token="abc" gives \'"abc"\'); express-session (cookie@0.7) strips them. A quoted connect.sid that the Express app accepts is refused 401 "session cookie invalid" by the session authenticator, and a quoted cookie: token is "token malformed"',
-  'jwt-array-payload':
-    'src/auth/jwt.ts: a validly signed JWS whose payload is a JSON array ([] or [1,2]) passes `typeof payload !== "object"` and is accepted as an anonymous identity (subject null, claims = the array) when no issuer/audience is configured; RFC 7519 7.2 requires the claims set to be a JSON object: should be 401 token malformed',
-  'jwt-iat-zero':
-    'src/auth/jwt.ts relies on jsonwebtoken for maxAgeSec, whose timespan(maxAge, iat) takes a falsy iat as "now": a validly signed token with "iat": 0 (1970) is accepted by an authenticator with maxAgeSec, while "iat": -1 or any real old iat is 401 token too old',
   'config-proto-key':
     'src/config/env.ts expandEnv: an own "__proto__" key (JSON.parse makes one) is assigned with out[key] = ..., which sets the prototype instead: the field is never reported as unknown and its contents are read as inherited fields (e.g. {"__proto__": {"admin": {...}}} at the root is validated as admin)',
   'config-auth-prototype-name':
