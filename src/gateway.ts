@@ -368,7 +368,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       await started;
     } catch (err) {
       this.log.error({ reqId: requestId, route: route.path, error: { message: (err as Error).message } }, 'handoff failed');
-      socket.destroy();
+      // Still a complete answer when nothing was written yet (an identity no header can carry, say).
+      if (!writeRejection(socket, new GatewayError('GW_ERR_INTERNAL'), requestId)) socket.destroy();
     }
   }
 

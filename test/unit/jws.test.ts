@@ -9,7 +9,9 @@ import { GatewayError } from '../../src/errors.js';
 
 const secret = createSecretKey(Buffer.from('a-secret-of-at-least-thirty-two-bytes!'));
 const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const pss = generateKeyPairSync('rsa-pss', { modulusLength: 2048, hashAlgorithm: 'sha256', mgf1HashAlgorithm: 'sha256', saltLength: 32 });
+// @types/node types saltLength as a string; node:crypto wants a number.
+const pssKeys = (saltLength: number) => generateKeyPairSync('rsa-pss', { modulusLength: 2048, hashAlgorithm: 'sha256', mgf1HashAlgorithm: 'sha256', saltLength: saltLength as unknown as string });
+const pss = pssKeys(32);
 const ec = { ES256: generateKeyPairSync('ec', { namedCurve: 'P-256' }), ES384: generateKeyPairSync('ec', { namedCurve: 'P-384' }), ES512: generateKeyPairSync('ec', { namedCurve: 'P-521' }) };
 const ed = generateKeyPairSync('ed25519');
 
@@ -17,7 +19,7 @@ const b64 = (value: unknown) => Buffer.from(typeof value === 'string' ? value : 
 const claims = () => ({ sub: 'alice', exp: Math.floor(Date.now() / 1000) + 60 });
 
 /** [alg, signing key, verifying key] for every algorithm jsonwebtoken can also sign. */
-const PAIRS: [Algorithm, KeyObject, KeyObject][] = [
+const PAIRS: [Algorithm & JwsAlgorithm, KeyObject, KeyObject][] = [
   ['HS256', secret, secret],
   ['HS384', secret, secret],
   ['HS512', secret, secret],
@@ -84,7 +86,7 @@ t.test('key confusion: a key only verifies the algorithms of its type', async (t
   t.equal(verdict(rs, 'RS256', rsa.privateKey), 'GW_ERR_TOKEN_INVALID', 'a private key is not a verifying key');
   const ps384 = jsonwebtoken.sign(claims(), rsa.privateKey, { algorithm: 'PS384' });
   t.equal(verdict(ps384, 'PS384', pss.publicKey), 'GW_ERR_TOKEN_INVALID', 'an RSA-PSS key bound to SHA-256 cannot verify PS384');
-  const wideSalt = generateKeyPairSync('rsa-pss', { modulusLength: 2048, hashAlgorithm: 'sha256', mgf1HashAlgorithm: 'sha256', saltLength: 64 });
+  const wideSalt = pssKeys(64);
   t.equal(verdict(jsonwebtoken.sign(claims(), rsa.privateKey, { algorithm: 'PS256' }), 'PS256', wideSalt.publicKey), 'GW_ERR_TOKEN_INVALID', 'an RSA-PSS key with a salt longer than the hash');
   t.equal(verdict(jsonwebtoken.sign(claims(), secret, { algorithm: 'HS256' }), 'HS256', createPublicKey(rsaPem)), 'GW_ERR_TOKEN_INVALID');
 });
