@@ -26,6 +26,16 @@ export function headerBytes(req: IncomingMessage): number {
   return total;
 }
 
+/**
+ * Whether the header lines fit in `limit` bytes. Node decodes header bytes as latin1, so a character is
+ * at most two UTF-8 bytes: most requests are known to fit from their lengths alone, without encoding.
+ */
+export function headersFit(req: IncomingMessage, limit: number): boolean {
+  let chars = 0;
+  for (const part of req.rawHeaders) chars += part.length + 2;
+  return chars * 2 <= limit || headerBytes(req) <= limit;
+}
+
 /** The client's `X-Request-Id` when it is sane (1–128 of `[A-Za-z0-9._:-]`), else a new one. */
 export function requestIdOf(req: IncomingMessage): string {
   const sent = req.headers['x-request-id'];

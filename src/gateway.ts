@@ -5,11 +5,11 @@ import type { Duplex } from 'node:stream';
 import type { DestinationStream, Logger } from 'pino';
 import type { WebSocket } from 'ws';
 import type { AuthRequest } from './auth/authenticator.js';
-import { runChain, withDeadline } from './auth/chain.js';
+import { runChain, withDeadline, type ChainOutcome } from './auth/chain.js';
 import { MemorySessionStore, type SessionStore } from './auth/session-store.js';
 import { MemoryTicketStore, RedisTicketStore, type TicketStore } from './auth/ticket.js';
 import { runUpgradeHandler } from './auth/upgrade-handler.js';
-import { DEFAULT_MAX_HEADER_BYTES, headerBytes, isWellFormedUpgrade, MAX_URL_BYTES, requestIdOf } from './checks.js';
+import { DEFAULT_MAX_HEADER_BYTES, headersFit, isWellFormedUpgrade, MAX_URL_BYTES, requestIdOf } from './checks.js';
 import { validateConfig, type ValidateOptions } from './config/load.js';
 import type { GatewayConfig } from './config/schema.js';
 import { offeredProtocols, removeProtocolEntry, stripCredential, type FoundCredential } from './credentials.js';
@@ -383,48 +383,56 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     // A plain request's socket belongs to the HTTP server, which handles its errors.
     if (!res) socket.on('error', onSocketError);
     const requestId = requestIdOf(req);
-    const log = { reqId: requestId, route: route?.path ?? null, remoteAddress: req.socket?.remoteAddress ?? null, ...(res && { method: req.method }) };
+    // Built only for a line that is written: the peer address is a system call.
+    const fields = () => ({ reqId: requestId, route: route?.path ?? null, remoteAddress: req.socket?.remoteAddress ?? null, ...(res && { method: req.method }) });
     let authenticator: string | null = null;
-    const ac = new AbortController();
-    const onClose = () => ac.abort(new ClientGone());
-    const closes = res ?? socket;
-    closes.once('close', onClose);
-    this.#inFlight.add(ac);
     try {
       if (!url || (!res && !isWellFormedUpgrade(req))) throw new GatewayError('GW_ERR_BAD_UPGRADE');
-      if (Buffer.byteLength(req.url ?? '') > MAX_URL_BYTES) throw new GatewayError('GW_ERR_URI_TOO_LONG');
-      if (headerBytes(req) > (state.config.limits?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) throw new GatewayError('GW_ERR_HEADERS_TOO_LARGE');
+      const target = req.url ?? '';
+      if (target.length * 3 > MAX_URL_BYTES && Buffer.byteLength(target) > MAX_URL_BYTES) throw new GatewayError('GW_ERR_URI_TOO_LONG');
+      if (!headersFit(req, state.config.limits?.maxHeaderBytes ?? DEFAULT_MAX_HEADER_BYTES)) throw new GatewayError('GW_ERR_HEADERS_TOO_LARGE');
       if (!route) throw new GatewayError('GW_ERR_ROUTE_NOT_FOUND');
       this.#checkCapacity(state, route);
       this.#reserve(req, [countKey.route(route.key)]);
       if (!route.originAllowed(req.headers.origin)) throw new GatewayError('GW_ERR_ORIGIN_NOT_ALLOWED', `origin ${JSON.stringify(req.headers.origin?.slice(0, 200))}`);
-      const ip = clientIp(req);
-      const wait = (await route.perIp?.take(ip)) ?? 0;
-      if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', `per-ip rate for ${ip}`, { 'Retry-After': String(wait) });
+      if (route.perIp) {
+        const ip = clientIp(req);
+        const taken = route.perIp.take(ip);
+        const wait = taken instanceof Promise ? await taken : taken;
+        if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', `per-ip rate for ${ip}`, { 'Retry-After': String(wait) });
+      }
 
       let identity: Identity;
       let credential: FoundCredential | undefined;
       let upstreamHeaders: Readonly<Record<string, string>> | undefined;
+      let hold: Hold | Promise<Hold>;
       if (route.firstMessageTimeoutMs !== undefined) {
         // The credential comes in the first message, after the upgrade (relay only).
         identity = anonymous('first-message');
-        this.#holds.set(req, await this.#admit(route, req, null));
+        hold = this.#admit(route, req, null);
       } else {
-        const outcome = await withDeadline(this.#authenticate(route, { req, socket, head, url, signal: ac.signal }), state.handshakeTimeoutMs, ac.signal);
+        const request = new HandshakeRequest(req, socket, head, url);
+        const decided = this.#authenticate(route, request);
+        // Only a chain that has to wait pays for a deadline timer and an abort signal.
+        const outcome = decided instanceof Promise ? await this.#settle(decided, request, res ?? socket, state.handshakeTimeoutMs) : decided;
         identity = outcome.identity;
         if (this.#revocations.isRevoked(identity)) throw new GatewayError('GW_ERR_TOKEN_REVOKED');
         credential = outcome.credential;
         upstreamHeaders = outcome.upstreamHeaders;
         if (route.revalidateSec !== undefined && credential) this.#credentials.set(req, credential.value);
         authenticator = identity.authenticator;
-        this.#holds.set(req, await this.#admit(route, req, identity));
+        hold = this.#admit(route, req, identity);
       }
+      const release = hold instanceof Promise ? await hold : hold;
+      if (release) this.#holds.set(req, release);
       if (res ? res.destroyed : socket.destroyed || !socket.writable) throw new ClientGone();
       if (this.#closing) throw this.#shuttingDown();
 
       this.#prepare(req, url, route, credential);
       setIdentity(req, identity);
-      this.log.info({ ...log, authenticator, subject: identity.subject, status: res ? null : 101, durationMs: elapsed(started) }, res ? 'request accepted' : 'upgrade accepted');
+      if (this.log.isLevelEnabled('info')) {
+        this.log.info({ ...fields(), authenticator, subject: identity.subject, status: res ? null : 101, durationMs: elapsed(started) }, res ? 'request accepted' : 'upgrade accepted');
+      }
       if (!res) this.metrics.upgrade(route.path, 'accepted', 101);
       this.emit('accepted', req, identity);
       if (!res) socket.off('error', onSocketError);
@@ -432,17 +440,19 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     } catch (thrown) {
       this.#release(req);
       if (thrown instanceof ClientGone) {
-        this.log.info({ ...log, authenticator, status: null, reason: 'client closed', durationMs: elapsed(started) }, 'upgrade abandoned');
+        if (this.log.isLevelEnabled('info')) this.log.info({ ...fields(), authenticator, status: null, reason: 'client closed', durationMs: elapsed(started) }, 'upgrade abandoned');
         if (!res) this.metrics.upgrade(route?.path ?? '', 'abandoned', 0);
         if (!res) socket.destroy();
         return { ok: false, status: 0, reason: 'client closed' };
       }
       const err = thrown instanceof GatewayError ? thrown : new GatewayError('GW_ERR_INTERNAL', 'unexpected error', {}, { cause: thrown });
       authenticator ??= err.authenticator ?? null;
-      // A handler or backend may quote the credential in its error: kept for the operator, minus the values.
-      const cause = err.cause instanceof Error ? { message: scrubRequestValues(err.cause.message, req.headers, req.url), name: err.cause.name } : undefined;
       const level = err.status >= 500 ? 'warn' : 'info';
-      this.log[level]({ ...log, authenticator, status: err.status, code: err.code, reason: err.message, cause, durationMs: elapsed(started) }, 'upgrade rejected');
+      if (this.log.isLevelEnabled(level)) {
+        // A handler or backend may quote the credential in its error: kept for the operator, minus the values.
+        const cause = err.cause instanceof Error ? { message: scrubRequestValues(err.cause.message, req.headers, req.url), name: err.cause.name } : undefined;
+        this.log[level]({ ...fields(), authenticator, status: err.status, code: err.code, reason: err.message, cause, durationMs: elapsed(started) }, 'upgrade rejected');
+      }
       if (!res) this.metrics.upgrade(route?.path ?? '', 'rejected', err.status);
       if (res) {
         sendRejection(res, err, requestId);
@@ -455,6 +465,20 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       }
       this.emit('rejected', req, err.status, err.description, err);
       return { ok: false, status: err.status, reason: err.description };
+    }
+  }
+
+  /**
+   * Waits for an authentication that did not answer at once, within `handshake.timeoutMs` (then 503),
+   * aborting it when the client leaves or the gateway closes.
+   */
+  async #settle<T>(work: Promise<T>, request: HandshakeRequest, closes: Duplex | ServerResponse, timeoutMs: number): Promise<T> {
+    const ac = request.controller;
+    const onClose = () => ac.abort(new ClientGone());
+    closes.once('close', onClose);
+    this.#inFlight.add(ac);
+    try {
+      return await withDeadline(work, timeoutMs, ac.signal);
     } finally {
       closes.off('close', onClose);
       this.#inFlight.delete(ac);
@@ -491,26 +515,40 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * With `reserve`, this handshake holds its place under the caps until {@link #release}.
    * @returns the hold on the shared counts, to release when the connection ends
    */
-  async #admit(route: CompiledRoute, req: IncomingMessage, identity: Identity | null, { reserve = true, perIp = true } = {}): Promise<(() => void) | undefined> {
+  #admit(route: CompiledRoute, req: IncomingMessage, identity: Identity | null, { reserve = true, perIp = true } = {}): Hold | Promise<Hold> {
     if (identity && !route.requireMet(identity.claims)) throw new GatewayError('GW_ERR_INSUFFICIENT_SCOPE');
+    // Only the caps that are set are counted (and reserved); reading the client address is a system call.
     const caps: Cap[] = [];
+    let wait: number | Promise<number> = 0;
     if (identity?.subject != null) {
-      const wait = (await route.perSubject?.take(identity.subject)) ?? 0;
-      if (wait > 0) throw new GatewayError('GW_ERR_RATE_LIMITED', 'per-subject rate', { 'Retry-After': String(wait) });
-      caps.push({ key: countKey.subject(route.key, identity.subject), cap: route.maxConnectionsPerSubject, reason: 'per-subject connection cap' });
+      wait = route.perSubject?.take(identity.subject) ?? 0;
+      if (route.maxConnectionsPerSubject !== Infinity) caps.push({ key: countKey.subject(route.key, identity.subject), cap: route.maxConnectionsPerSubject, reason: 'per-subject connection cap' });
     }
-    if (perIp) caps.push({ key: countKey.ip(route.key, clientIp(req)), cap: route.maxConnectionsPerIp, reason: 'per-ip connection cap' });
-    const capped = caps.filter((c) => c.cap !== Infinity);
-    const shared = capped.length > 0 ? await this.#sharedCounts()?.acquire(capped) : undefined;
+    if (perIp && route.maxConnectionsPerIp !== Infinity) caps.push({ key: countKey.ip(route.key, clientIp(req)), cap: route.maxConnectionsPerIp, reason: 'per-ip connection cap' });
+    const counts = caps.length > 0 ? this.#sharedCounts() : undefined;
+    if (wait instanceof Promise || counts) return this.#admitShared(req, caps, wait, counts, reserve);
+    if (wait > 0) throw perSubjectRate(wait);
+    return this.#admitHere(req, caps, undefined, reserve);
+  }
+
+  /** {@link #admit} when a rate limit or the connection counts live in Redis. */
+  async #admitShared(req: IncomingMessage, caps: Cap[], wait: number | Promise<number>, counts: SharedConnectionCounts | undefined, reserve: boolean): Promise<Hold> {
+    const seconds = await wait;
+    if (seconds > 0) throw perSubjectRate(seconds);
+    const shared = counts ? await counts.acquire(caps) : undefined;
     if (shared && 'refused' in shared) throw tooMany((shared.refused as Cap).reason);
-    // Also what decides alone while Redis is unreachable; read after the await, right before reserving.
-    const full = capped.find((c) => this.#handoff.tracker.count(c.key) >= c.cap);
+    return this.#admitHere(req, caps, shared?.release, reserve);
+  }
+
+  /** The local count decides too (alone while Redis is unreachable): read right before reserving. */
+  #admitHere(req: IncomingMessage, caps: Cap[], shared: Hold, reserve: boolean): Hold {
+    const full = caps.find((c) => this.#handoff.tracker.count(c.key) >= c.cap);
     if (full) {
-      shared?.release();
+      shared?.();
       throw tooMany(full.reason);
     }
-    if (reserve) this.#reserve(req, caps.map((c) => c.key));
-    return shared?.release;
+    if (reserve && caps.length > 0) this.#reserve(req, caps.map((c) => c.key));
+    return shared;
   }
 
   /** The connection counts shared through Redis, when `redis` is configured. */
@@ -533,13 +571,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return new GatewayError('GW_ERR_SHUTTING_DOWN', undefined, { 'Retry-After': String(seconds) });
   }
 
-  async #authenticate(route: CompiledRoute, request: AuthRequest) {
-    const outcome =
-      route.authenticators.length === 0
-        ? { identity: anonymous('public'), authenticator: 'public' }
-        : await runChain(route.authenticators, request, this.#timed);
-    const identity = await this.#runHandlers(outcome.identity, request);
-    return { ...outcome, identity };
+  /** The route's chain, then the `onWebSocketUpgrade` handlers; synchronous when every step is. */
+  #authenticate(route: CompiledRoute, request: AuthRequest): ChainOutcome | Promise<ChainOutcome> {
+    const outcome = route.authenticators.length === 0 ? { identity: anonymous('public'), authenticator: 'public' } : runChain(route.authenticators, request, this.#timed);
+    if (this.#handlers.length === 0) return outcome;
+    return Promise.resolve(outcome).then(async (decided) => ({ ...decided, identity: await this.#runHandlers(decided.identity, request) }));
   }
 
   async #runHandlers(identity: Identity, { req, socket, head, signal }: AuthRequest): Promise<Identity> {
@@ -585,6 +621,33 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       else if (route.markers.includes(entry)) rememberMarker(req, entry);
     }
   }
+}
+
+/** What an admitted handshake holds in the shared (Redis) counts: its release, if anything. */
+type Hold = (() => void) | undefined;
+
+/**
+ * One handshake as authenticators see it. Its abort signal is made only when asked for: a chain that
+ * answers at once never needs one.
+ */
+class HandshakeRequest implements AuthRequest {
+  #controller: AbortController | undefined;
+  constructor(
+    readonly req: IncomingMessage,
+    readonly socket: Duplex,
+    readonly head: Buffer,
+    readonly url: URL,
+  ) {}
+  get controller(): AbortController {
+    return (this.#controller ??= new AbortController());
+  }
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+}
+
+function perSubjectRate(seconds: number): GatewayError {
+  return new GatewayError('GW_ERR_RATE_LIMITED', 'per-subject rate', { 'Retry-After': String(seconds) });
 }
 
 /** A connection cap to check, with the reason a refusal gives. */

@@ -32,11 +32,29 @@ export class GatewayMetrics {
   readonly #revocations: Counter;
   /** Bytes of each live connection already added to `portcullis_bytes_total`. */
   readonly #counted = new WeakMap<Duplex, Counted>();
+  // The hot path only adds to plain maps; prom-client's label hashing runs at scrape time (collect).
+  readonly #pendingUpgrades = new Map<string, number>();
+  readonly #pendingBytes = new Map<string, number>();
+  readonly #durations = new Map<string, { observe(seconds: number): void }>();
 
   constructor(source: MetricsSource) {
     const registers = [this.#registry];
     const addBytes = (socket: Duplex, route: string) => this.#addBytes(socket, route);
-    this.#upgrades = new Counter({ name: 'portcullis_upgrades_total', help: 'Upgrade handshakes decided, by route, result and HTTP status (101 when accepted).', labelNames: ['route', 'result', 'status'], registers });
+    const pendingUpgrades = this.#pendingUpgrades;
+    const pendingBytes = this.#pendingBytes;
+    this.#upgrades = new Counter({
+      name: 'portcullis_upgrades_total',
+      help: 'Upgrade handshakes decided, by route, result and HTTP status (101 when accepted).',
+      labelNames: ['route', 'result', 'status'],
+      registers,
+      collect() {
+        for (const [key, n] of pendingUpgrades) {
+          const [route, result, status] = key.split('\0') as [string, string, string];
+          this.inc({ route, result, status }, n);
+        }
+        pendingUpgrades.clear();
+      },
+    });
     this.#authDuration = new Histogram({
       name: 'portcullis_auth_duration_seconds',
       help: 'Time an authenticator took to decide a handshake.',
@@ -51,6 +69,11 @@ export class GatewayMetrics {
       registers,
       collect() {
         for (const [socket, connection] of source.live()) addBytes(socket, connection.route);
+        for (const [key, n] of pendingBytes) {
+          const [route, direction] = key.split('\0') as [string, string];
+          this.inc({ route, direction }, n);
+        }
+        pendingBytes.clear();
       },
     });
     // A route and mode seen once stays in the output, at 0 when nothing is connected.
@@ -75,11 +98,14 @@ export class GatewayMetrics {
 
   /** Counts a decided handshake; `route` is empty when no route matched. */
   upgrade(route: string, result: UpgradeResult, status: number): void {
-    this.#upgrades.inc({ route, result, status: result === 'abandoned' ? '' : String(status) });
+    const key = `${route}\0${result}\0${result === 'abandoned' ? '' : status}`;
+    this.#pendingUpgrades.set(key, (this.#pendingUpgrades.get(key) ?? 0) + 1);
   }
 
   authDuration(authenticator: string, seconds: number): void {
-    this.#authDuration.observe({ authenticator }, seconds);
+    let child = this.#durations.get(authenticator);
+    if (!child) this.#durations.set(authenticator, (child = this.#authDuration.labels({ authenticator })));
+    child.observe(seconds);
   }
 
   upstreamError(route: string, target: string): void {
@@ -92,8 +118,7 @@ export class GatewayMetrics {
 
   /** A connection ended: what it moved since the last scrape is counted now. */
   closed(socket: Duplex, route: string): void {
-    this.#addBytes(socket, route);
-    this.#counted.delete(socket);
+    this.#addBytes(socket, route, false);
   }
 
   /**
@@ -113,14 +138,20 @@ export class GatewayMetrics {
     return this.registry.metrics();
   }
 
-  #addBytes(socket: Duplex, route: string): void {
-    const bytes = this.#bytes;
-    const counted = this.#counted.get(socket) ?? { bytesIn: 0, bytesOut: 0 };
+  /** Adds what `socket` moved since last time; `live` false: it is closed, forget it. */
+  #addBytes(socket: Duplex, route: string, live = true): void {
+    const counted = this.#counted.get(socket);
     const { bytesRead = 0, bytesWritten = 0 } = socket as Partial<Socket>;
-    if (bytesRead > counted.bytesIn) bytes.inc({ route, direction: 'in' }, bytesRead - counted.bytesIn);
-    if (bytesWritten > counted.bytesOut) bytes.inc({ route, direction: 'out' }, bytesWritten - counted.bytesOut);
-    counted.bytesIn = bytesRead;
-    counted.bytesOut = bytesWritten;
-    this.#counted.set(socket, counted);
+    this.#addPending(`${route}\0in`, bytesRead - (counted?.bytesIn ?? 0));
+    this.#addPending(`${route}\0out`, bytesWritten - (counted?.bytesOut ?? 0));
+    if (!live) this.#counted.delete(socket);
+    else if (counted) {
+      counted.bytesIn = bytesRead;
+      counted.bytesOut = bytesWritten;
+    } else this.#counted.set(socket, { bytesIn: bytesRead, bytesOut: bytesWritten });
+  }
+
+  #addPending(key: string, n: number): void {
+    if (n > 0) this.#pendingBytes.set(key, (this.#pendingBytes.get(key) ?? 0) + n);
   }
 }

@@ -30,8 +30,24 @@ export function rejectionHeaders(err: GatewayError, requestId: string, body: str
   return headers;
 }
 
+// Most refusals carry no extra header: their bytes, around the request id, are the same every time.
+const TEMPLATES = new Map<string, readonly [string, string]>();
+const PLACEHOLDER = '\u0001';
+
 /** The complete HTTP/1.1 response for a rejection, as bytes for a raw socket. */
 export function rejectionBytes(err: GatewayError, requestId: string): string {
+  for (const _ in err.headers) return buildRejection(err, requestId);
+  if (UNSAFE.test(requestId)) throw new TypeError('unsafe value for header X-Request-Id');
+  let template = TEMPLATES.get(err.code);
+  if (!template) {
+    const bytes = buildRejection(err, PLACEHOLDER);
+    const at = bytes.indexOf(PLACEHOLDER);
+    TEMPLATES.set(err.code, (template = [bytes.slice(0, at), bytes.slice(at + PLACEHOLDER.length)]));
+  }
+  return template[0] + requestId + template[1];
+}
+
+function buildRejection(err: GatewayError, requestId: string): string {
   const body = rejectionBody(err);
   const lines = [`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}`];
   for (const [name, value] of rejectionHeaders(err, requestId, body)) lines.push(`${name}: ${value}`);

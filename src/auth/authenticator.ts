@@ -24,8 +24,8 @@ export interface AuthResult {
 
 /**
  * One way of recognising a caller. The whole chain contract:
- *  - resolve an AuthResult → accept; the chain stops
- *  - resolve null → no credential of this kind; the next authenticator is tried
+ *  - return or resolve an AuthResult → accept; the chain stops
+ *  - return or resolve null → no credential of this kind; the next authenticator is tried
  *  - throw GatewayError → a credential is present but wrong; the chain stops and rejects
  *  - throw anything else → cannot decide (backend down): fail closed with 503
  */
@@ -35,7 +35,8 @@ export interface Authenticator {
   readonly type: string;
   /** Seconds an identity stays valid past `expiresAt` (the JWT `clockToleranceSec`); live connections get it too. */
   readonly clockToleranceSec?: number;
-  authenticate(request: AuthRequest): Promise<AuthResult | null>;
+  /** May answer synchronously (a static-key JWT, an API key): the handshake then waits for nothing. */
+  authenticate(request: AuthRequest): AuthResult | null | Promise<AuthResult | null>;
   /**
    * Checks a token that arrived some other way than the request (a first-message `auth` or a `refresh`
    * message). Only token-bearing authenticators have it. Same contract as `authenticate`, never null.

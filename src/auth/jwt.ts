@@ -87,12 +87,8 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
     maxAgeSec: config.maxAgeSec,
   };
   const required = config.requiredClaims ?? [];
-  const verified = new LRUCache<string, Identity>({
-    max: TOKEN_CACHE.max,
-    maxSize: TOKEN_CACHE.maxSizeBytes,
-    // The claims dominate; the rest covers the key, the identity object and the cache's own bookkeeping.
-    sizeCalculation: (identity) => Buffer.byteLength(JSON.stringify(identity.claims)) + 256,
-  });
+  // Sizes are given with each entry (see identityOf), so lru-cache needs no sizeCalculation.
+  const verified = new LRUCache<string, Identity>({ max: TOKEN_CACHE.max, maxSize: TOKEN_CACHE.maxSizeBytes });
 
   const identityOf = (jws: ParsedJws, key: KeyObject, cacheKey: string): Identity => {
     const payload: JwtPayload = verifyJws(jws, key);
@@ -107,7 +103,9 @@ export function jwtAuthenticator(name: string, config: JwtConfig, lookup: KeyLoo
       ...(typeof payload.exp === 'number' && { expiresAt: payload.exp }),
     };
     const ttl = cacheTtlMs(payload, config.maxAgeSec);
-    if (ttl > 0) verified.set(cacheKey, identity, { ttl });
+    // The claims dominate and are no larger than the token's payload segment; 256 covers the key, the
+    // identity object and the cache's own bookkeeping (no JSON.stringify per handshake to measure them).
+    if (ttl > 0) verified.set(cacheKey, identity, { ttl, size: jws.signingInput.length + 256 });
     return identity;
   };
 

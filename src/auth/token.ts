@@ -15,18 +15,20 @@ export type TokenVerifier = (token: string, request: AuthRequest) => Identity | 
  */
 export function tokenAuthenticator(name: string, type: string, from: readonly string[], verify: TokenVerifier): Authenticator {
   const sources = from.map(parseSource);
-  const verifyToken = async (token: string, request: AuthRequest) => {
-    if (Buffer.byteLength(token) > MAX_TOKEN_BYTES) throw new GatewayError('GW_ERR_TOKEN_TOO_LARGE');
+  const check = (token: string, request: AuthRequest) => {
+    // Length first: the byte count only matters when some characters take several bytes.
+    if (token.length > MAX_TOKEN_BYTES || (token.length * 3 > MAX_TOKEN_BYTES && Buffer.byteLength(token) > MAX_TOKEN_BYTES)) throw new GatewayError('GW_ERR_TOKEN_TOO_LARGE');
     return verify(token, request);
   };
   return {
     name,
     type,
-    verifyToken,
-    async authenticate(request) {
+    verifyToken: async (token, request) => check(token, request),
+    authenticate(request) {
       const credential = findCredential(sources, request.req, request.url);
       if (!credential) return null;
-      return { identity: await verifyToken(credential.value, request), credential };
+      const identity = check(credential.value, request);
+      return identity instanceof Promise ? identity.then((resolved) => ({ identity: resolved, credential })) : { identity, credential };
     },
   };
 }

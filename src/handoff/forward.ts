@@ -14,7 +14,7 @@ export interface IdentityHeaders {
 export const DEFAULT_IDENTITY_HEADERS: IdentityHeaders = { subject: 'x-auth-subject', claims: 'x-auth-claims' };
 
 // Hop-by-hop headers that must not travel on; `connection` and `upgrade` stay, the upgrade needs them.
-const DROPPED = HOP_BY_HOP.filter((name) => name !== 'connection' && name !== 'upgrade');
+const DROPPED = new Set(HOP_BY_HOP.filter((name) => name !== 'connection' && name !== 'upgrade'));
 
 /** Claims as the upstream receives them: base64url of the JSON. */
 export function encodeClaims(claims: Readonly<Record<string, unknown>>): string {
@@ -39,10 +39,11 @@ export function setUpstreamHeaders(req: IncomingMessage, requestId: string, iden
   const headers = req.headers;
   const subjectHeader = plan.names.subject.toLowerCase();
   const claimsHeader = plan.names.claims.toLowerCase();
-  const extra = Object.entries(plan.extra ?? {}).map(([name, value]) => [name.toLowerCase(), value] as const);
-  const ours = new Set([subjectHeader, claimsHeader, ...(plan.assertion ? [plan.assertion.header] : []), ...extra.map(([name]) => name)]);
-  for (const name of Object.keys(headers)) {
-    if (name.startsWith('x-auth-') || ours.has(name) || DROPPED.includes(name)) delete headers[name];
+  const assertionHeader = plan.assertion?.header;
+  const extra = plan.extra && Object.entries(plan.extra).map(([name, value]) => [name.toLowerCase(), value] as const);
+  for (const name in headers) {
+    const ours = name === subjectHeader || name === claimsHeader || name === assertionHeader || extra?.some(([n]) => n === name);
+    if (ours || name.startsWith('x-auth-') || DROPPED.has(name)) delete headers[name];
   }
   const remote = req.socket.remoteAddress;
   if (remote) {
@@ -55,5 +56,5 @@ export function setUpstreamHeaders(req: IncomingMessage, requestId: string, iden
   if (identity.subject !== null) headers[subjectHeader] = identity.subject;
   headers[claimsHeader] = encodeClaims(identity.claims);
   if (plan.assertion) headers[plan.assertion.header] = plan.assertion.sign(identity);
-  for (const [name, value] of extra) headers[name] = value;
+  for (const [name, value] of extra ?? []) headers[name] = value;
 }

@@ -187,7 +187,7 @@ t.test('fromUpgradeHandler: a Midway handler as an Authenticator', async (t) => 
 
   t.test('false → GatewayError 401 GW_ERR_HANDLER_REJECTED', async (t) => {
     const auth = fromUpgradeHandler('midway', async () => false);
-    const err = await auth.authenticate(request).then(
+    const err = await Promise.resolve(auth.authenticate(request)).then(
       () => null,
       (e: unknown) => e,
     );
@@ -216,7 +216,7 @@ t.test('fromUpgradeHandler: a Midway handler as an Authenticator', async (t) => 
       },
     ]) {
       const auth = fromUpgradeHandler('midway', handler);
-      const err = await auth.authenticate(request).then(
+      const err = await Promise.resolve(auth.authenticate(request)).then(
         () => null,
         (e: unknown) => e,
       );

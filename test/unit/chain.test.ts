@@ -15,7 +15,7 @@ function authRequest(signal = new AbortController().signal): AuthRequest {
 const identity = (subject: string, authenticator: string): Identity => ({ subject, authenticator, claims: { sub: subject } });
 
 /** A fake authenticator with a scripted answer; `calls` counts how often it was asked. */
-function fake(name: string, answer: () => Promise<AuthResult | null>): Authenticator & { calls: number } {
+function fake(name: string, answer: () => AuthResult | null | Promise<AuthResult | null>): Authenticator & { calls: number } {
   return {
     name,
     type: 'fake',
@@ -34,9 +34,10 @@ const rejects = (name: string, err: unknown) =>
     throw err;
   });
 
-async function caught(p: Promise<unknown>): Promise<unknown> {
+/** What `work` throws or rejects with (runChain throws at once when every authenticator answers at once). */
+async function caught(work: () => unknown): Promise<unknown> {
   try {
-    await p;
+    await work();
   } catch (err) {
     return err;
   }
@@ -71,7 +72,7 @@ t.test('runChain: the credential where it was found is passed on', async (t) => 
 t.test('runChain: [GatewayError, identity] → rejects with the first one\'s error', async (t) => {
   const expired = new GatewayError('GW_ERR_TOKEN_EXPIRED');
   const second = accepts('apikey');
-  const err = await caught(runChain([rejects('jwt', expired), second], authRequest()));
+  const err = await caught(() => runChain([rejects('jwt', expired), second], authRequest()));
   t.equal(err, expired, 'the very same error object');
   t.equal(second.calls, 0, 'a later authenticator that would accept is not asked');
 });
@@ -79,14 +80,14 @@ t.test('runChain: [GatewayError, identity] → rejects with the first one\'s err
 t.test('runChain: [null, GatewayError, identity] → rejects with the second\'s error', async (t) => {
   const invalid = new GatewayError('GW_ERR_API_KEY_INVALID');
   const third = accepts('c');
-  const err = await caught(runChain([none('a'), rejects('b', invalid), third], authRequest()));
+  const err = await caught(() => runChain([none('a'), rejects('b', invalid), third], authRequest()));
   t.equal(err, invalid);
   t.equal(third.calls, 0);
 });
 
 t.test('runChain: nobody finds a credential → 401 GW_ERR_CREDENTIALS_MISSING', async (t) => {
   for (const chain of [[none('a'), none('b'), none('c')], [none('a')], []]) {
-    const err = await caught(runChain(chain, authRequest()));
+    const err = await caught(() => runChain(chain, authRequest()));
     t.type(err, GatewayError);
     t.match(err, { code: 'GW_ERR_CREDENTIALS_MISSING', status: 401, error: 'unauthorized', description: 'credentials required' }, `${chain.length} authenticators`);
   }
@@ -95,7 +96,7 @@ t.test('runChain: nobody finds a credential → 401 GW_ERR_CREDENTIALS_MISSING',
 t.test('runChain: a plain error fails closed with 503 and keeps the cause', async (t) => {
   const down = new Error('connect ECONNREFUSED 127.0.0.1:6379');
   const next = accepts('next');
-  const err = await caught(runChain([none('a'), rejects('sessions', down), next], authRequest()));
+  const err = await caught(() => runChain([none('a'), rejects('sessions', down), next], authRequest()));
   t.type(err, GatewayError);
   const gw = err as GatewayError;
   t.equal(gw.code, 'GW_ERR_AUTH_UNAVAILABLE');
@@ -115,11 +116,11 @@ t.test('runChain: a synchronous throw and a non-Error throw are 503 too', async 
       throw new TypeError('boom');
     },
   };
-  const syncErr = (await caught(runChain([sync], authRequest()))) as GatewayError;
+  const syncErr = (await caught(() => runChain([sync], authRequest()))) as GatewayError;
   t.equal(syncErr.code, 'GW_ERR_AUTH_UNAVAILABLE');
   t.type(syncErr.cause, TypeError);
 
-  const stringErr = (await caught(runChain([rejects('str', 'just a string')], authRequest()))) as GatewayError;
+  const stringErr = (await caught(() => runChain([rejects('str', 'just a string')], authRequest()))) as GatewayError;
   t.equal(stringErr.code, 'GW_ERR_AUTH_UNAVAILABLE');
   t.equal(stringErr.cause, 'just a string');
 });
@@ -141,7 +142,7 @@ t.test('withDeadline: work that rejects passes the error through; timer cleared'
   const ac = new AbortController();
   const before = timers();
   const boom = new GatewayError('GW_ERR_SIGNATURE_INVALID');
-  t.equal(await caught(withDeadline(Promise.reject(boom), 10_000, ac.signal)), boom);
+  t.equal(await caught(() => withDeadline(Promise.reject(boom), 10_000, ac.signal)), boom);
   t.equal(timers(), before);
   t.equal(getEventListeners(ac.signal, 'abort').length, 0);
 });
@@ -151,7 +152,7 @@ t.test('withDeadline: timeout → 503 GW_ERR_AUTH_TIMEOUT; timers cleared', asyn
   const before = timers();
   const started = Date.now();
   const never = new Promise<never>(() => {});
-  const err = await caught(withDeadline(never, 30, ac.signal));
+  const err = await caught(() => withDeadline(never, 30, ac.signal));
   t.type(err, GatewayError);
   t.match(err, { code: 'GW_ERR_AUTH_TIMEOUT', status: 503, error: 'unavailable', description: 'authentication timed out' });
   t.ok(Date.now() - started >= 25, 'not before the deadline');
@@ -163,7 +164,7 @@ t.test('withDeadline: work settling after the timeout changes nothing', async (t
   const ac = new AbortController();
   let fail!: (err: Error) => void;
   const late = new Promise<never>((_resolve, reject) => (fail = reject));
-  const err = (await caught(withDeadline(late, 10, ac.signal))) as GatewayError;
+  const err = (await caught(() => withDeadline(late, 10, ac.signal))) as GatewayError;
   t.equal(err.code, 'GW_ERR_AUTH_TIMEOUT');
   fail(new Error('too late')); // must not surface as an unhandled rejection
   await new Promise((r) => setImmediate(r));
@@ -175,7 +176,7 @@ t.test('withDeadline: abort → rejects with the abort reason; timers cleared', 
   const reason = new Error('client hung up');
   const p = withDeadline(new Promise<never>(() => {}), 10_000, ac.signal);
   ac.abort(reason);
-  t.equal(await caught(p), reason);
+  t.equal(await caught(() => p), reason);
   t.equal(timers(), before, 'timer cleared');
   t.equal(getEventListeners(ac.signal, 'abort').length, 0);
 });
@@ -187,7 +188,7 @@ t.test('withDeadline: an already-aborted signal rejects at once and leaves no ti
   const before = timers();
   let workRan = false;
   const work = Promise.resolve().then(() => (workRan = true));
-  t.equal(await caught(withDeadline(work, 10_000, ac.signal)), reason);
+  t.equal(await caught(() => withDeadline(work, 10_000, ac.signal)), reason);
   t.equal(timers(), before);
   t.equal(getEventListeners(ac.signal, 'abort').length, 0);
   t.equal(workRan, true, 'the work itself is not the deadline\'s to cancel');
@@ -201,4 +202,16 @@ t.test('withDeadline: after every case above, the process holds no timer of ours
   await Promise.all(Array.from({ length: 50 }, (_, i) => withDeadline(Promise.resolve(i), 60_000, ac.signal)));
   t.equal(timers(), before);
   t.equal(getEventListeners(ac.signal, 'abort').length, 0);
+});
+
+t.test('runChain: answers synchronously while every authenticator does; a promise once one has to wait', async (t) => {
+  const syncNone = fake('a', () => null);
+  const syncYes = fake('b', () => ({ identity: identity('bob', 'b') }));
+  const decided = runChain([syncNone, syncYes], authRequest());
+  t.notOk(decided instanceof Promise, 'no promise, no extra turn');
+  t.equal((decided as { authenticator: string }).authenticator, 'b');
+  const waited = runChain([syncNone, none('c'), syncYes], authRequest());
+  t.ok(waited instanceof Promise);
+  t.equal((await waited).authenticator, 'b', 'the chain goes on after the one that waited');
+  t.throws(() => runChain([syncNone], authRequest()), { code: 'GW_ERR_CREDENTIALS_MISSING' }, 'a synchronous refusal throws at once');
 });
