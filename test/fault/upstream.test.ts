@@ -71,8 +71,7 @@ for (const mode of MODES) {
     upstream.slowMs = DEADLINE_MS + 600;
     const gw = await gatewayTo(t, upstream.ws);
     await served(t, gw, `/${mode}`, 'warm-up');
-    await watch.check(gw, { upstream });
-    watch.rebase();
+    await watch.rebase(gw);
 
     for (const [fault, what] of BEFORE_101) {
       await upstream.set(fault);

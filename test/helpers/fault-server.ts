@@ -40,9 +40,17 @@ export class FaultServer {
   readonly #server = createServer();
   readonly #sockets = new Set<Socket>();
   readonly #timers = new Set<NodeJS.Timeout>();
+  /** Requests held by `hang` or `slow` whose connection is still open. */
+  readonly #waiting = new Set<Duplex | ServerResponse>();
   #port = 0;
 
   constructor(healthy: Healthy) {
+    const waiting = this.#waiting;
+    this.held = {
+      get open() {
+        return waiting.size;
+      },
+    };
     this.#server.on('connection', (socket: Socket) => {
       this.connections++;
       this.#sockets.add(socket);
@@ -54,10 +62,13 @@ export class FaultServer {
     });
     const handle = (answer: () => void, gone: Duplex | ServerResponse) => {
       this.requests++;
+      if (this.mode !== 'hang' && this.mode !== 'slow') return answer();
+      this.#waiting.add(gone);
+      gone.once('close', () => this.#waiting.delete(gone));
       if (this.mode === 'hang') return;
-      if (this.mode !== 'slow') return answer();
       const timer = setTimeout(() => {
         this.#timers.delete(timer);
+        this.#waiting.delete(gone);
         answer();
       }, this.slowMs);
       this.#timers.add(timer);
@@ -98,13 +109,29 @@ export class FaultServer {
     return `ws://127.0.0.1:${this.#port}`;
   }
 
+  /**
+   * Held requests (`hang`, `slow`) still open: what a client that gave up must have closed. Unlike
+   * {@link open}, not counting the idle keep-alive connections fetch's pool keeps (and sometimes opens
+   * spare) for a few seconds.
+   */
+  readonly held: { readonly open: number };
+
   /** Connections open on the server side right now. */
   get open(): number {
     return this.#sockets.size;
   }
 
-  /** Switches the behaviour; `down` stops listening (and drops open connections), leaving it listens again on the same port. */
+  /**
+   * Switches the behaviour, as a restart would: open connections are dropped (a client's pooled keep-alive
+   * connection would otherwise carry the next request past a fault that acts on new connections); `down`
+   * stops listening, leaving it listens again on the same port.
+   */
   async set(mode: Fault): Promise<void> {
+    const closing = [...this.#sockets].map((socket) => once(socket, 'close'));
+    this.dropAll();
+    await Promise.all(closing);
+    // Lets the clients of those connections see them close before anything is sent again.
+    await new Promise((r) => setTimeout(r, 20));
     if (mode === 'down' && this.#server.listening) await this.#stop();
     else if (mode !== 'down' && !this.#server.listening) await this.#listen(this.#port);
     this.mode = mode;

@@ -22,8 +22,13 @@ export function watchFaults(t: Test) {
   const crashes = crashSpy(t);
   let baseline = openFds();
   return {
-    /** Takes the fd baseline again (after a warm-up that opens lasting handles: a pooled backend connection). */
-    rebase(): void {
+    /**
+     * Takes the fd baseline again once `gw` holds no connection: after a warm-up that opens lasting handles
+     * (the upstream and backend connections a healthy run leaves pooled, lazily made servers).
+     */
+    async rebase(gw: TestGateway): Promise<void> {
+      const deadline = Date.now() + 3000;
+      while ((gw.gateway.connections > 0 || (await serverConnections(gw)) > 0) && Date.now() < deadline) await sleep(25);
       baseline = openFds();
     },
     async check(gw: TestGateway, holders: Record<string, Holder> = {}, { ms = 3000, slack = 4 } = {}): Promise<void> {
