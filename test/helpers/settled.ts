@@ -31,7 +31,9 @@ export function watchFaults(t: Test) {
       while ((gw.gateway.connections > 0 || (await serverConnections(gw)) > 0) && Date.now() < deadline) await sleep(25);
       baseline = openFds();
     },
-    async check(gw: TestGateway, holders: Record<string, Holder> = {}, { ms = 3000, slack = 4 } = {}): Promise<void> {
+    /** `on`: the (sub)test to assert on, when not the watched one; `todo`: a known bug makes the crash check fail. */
+    async check(gw: TestGateway, holders: Record<string, Holder> = {}, { ms = 3000, slack = 4, on = t, todo = undefined as string | undefined } = {}): Promise<void> {
+      const t = on;
       const settled = async () => gw.gateway.connections === 0 && (await serverConnections(gw)) === 0 && Object.values(holders).every((h) => h.open === 0) && openFds() <= baseline + slack;
       const deadline = Date.now() + ms;
       while (!(await settled()) && Date.now() < deadline) await sleep(25);
@@ -40,7 +42,7 @@ export function watchFaults(t: Test) {
       for (const [name, holder] of Object.entries(holders)) t.equal(holder.open, 0, `${name}: no connection left open`);
       const fds = openFds();
       t.ok(fds <= baseline + slack, `fds back near the baseline (${fds}, baseline ${baseline})`);
-      t.same(crashes, [], 'no uncaught exception or unhandled rejection');
+      t.same(crashes.splice(0), [], 'no uncaught exception or unhandled rejection', { todo });
     },
   };
 }
