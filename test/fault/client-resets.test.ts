@@ -100,7 +100,7 @@ const STAGES: { name: string; run(r: Rig, mode: string, how: Ending, t: Test, to
       await eventually(() => auth.requests === before + 1, 3000, 'the auth service to get the request');
       end(socket, how);
       // Long before the handshake deadline (5 s): the gateway drops the work when the client goes.
-      await eventually(() => auth.held.open === 0, 1000).catch(() => {});
+      await eventually(() => auth.held.open === 0, 500).catch(() => {});
       t.equal(auth.held.open, 0, 'the gateway dropped its request to the auth service', { todo });
       t.equal(gw.logs().filter((l) => l.msg === 'upgrade abandoned').length, abandoned + 1, "'upgrade abandoned' logged", { todo });
     },
@@ -115,7 +115,7 @@ const STAGES: { name: string; run(r: Rig, mode: string, how: Ending, t: Test, to
       await eventually(() => upstream.requests === before + 1, 3000, 'the upstream to get the upgrade');
       end(socket, how);
       // Long before the handshake deadline (5 s): the gateway aborts its upstream request when the client goes.
-      await eventually(() => upstream.open === 0, 1000).catch(() => {});
+      await eventually(() => upstream.open === 0, 500).catch(() => {});
       t.equal(upstream.open, 0, 'the gateway closed its upstream connection', { todo });
     },
   },
