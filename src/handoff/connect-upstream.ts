@@ -32,6 +32,8 @@ export interface ConnectUpstreamOptions {
   tlsVerify: boolean;
   /** PEM CA certificate(s) for `wss://` targets. */
   ca?: string | undefined;
+  /** The client left: give up at once (the outcome is an error) and close what was opened. */
+  signal?: AbortSignal | undefined;
 }
 
 // ws writes these itself (passing them as well breaks the handshake); the rest are hop-by-hop.
@@ -122,6 +124,15 @@ export function connectUpstream(target: string, options: ConnectUpstreamOptions)
       if (finishResponse) finishResponse();
       else settle({ kind: 'error', error: new Error('upstream handshake timed out') });
     }, options.timeoutMs);
+
+    const onAbort = (): void => settle({ kind: 'error', error: new Error('client left during the upstream handshake') });
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const resolveOnce = resolve;
+    resolve = (outcome) => {
+      options.signal?.removeEventListener('abort', onAbort);
+      resolveOnce(outcome);
+    };
+    if (options.signal?.aborted) return onAbort();
 
     ws.on('open', onOpen);
     ws.on('unexpected-response', onResponse);

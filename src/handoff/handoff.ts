@@ -181,7 +181,8 @@ export class Handoff {
       tried.add(target);
       const result = await attempt(target);
       const err = failure(result);
-      if (!err) return { target, result };
+      // A client that left is no fault of the target's: neither ejected nor retried.
+      if (!err || accepted.socket.destroyed) return { target, result };
       this.#failed(accepted.route, target);
       last = { target, result };
       this.#host.log.warn({ reqId: accepted.requestId, route: accepted.route.path, target: new URL(target).host, error: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'upstream connect failed');
@@ -275,15 +276,27 @@ export class Handoff {
 
   /** Connects the upstream WebSocket for a relay, with retry. */
   async #openUpstream(accepted: Accepted): Promise<{ target: string; result: UpstreamOutcome }> {
-    const { req, route } = accepted;
+    const { req, route, socket } = accepted;
     const marker = markerOf(req);
     const protocols = offeredProtocols(req).filter((p) => p !== marker);
-    const options = { headers: req.headers, protocols, maxPayload: route.maxPayload, timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca };
-    return this.connect<UpstreamOutcome>(
-      accepted,
-      (t) => connectUpstream(joinTarget(t, req.url ?? '/'), options),
-      (r) => (r.kind === 'error' ? r.error : undefined),
-    );
+    // The client leaving while the upstream answers ends the attempt there and then, and a reset in that
+    // window must not be an unhandled 'error' (nobody else listens on the client socket yet).
+    const left = new AbortController();
+    const leave = () => left.abort();
+    const onError = () => socket.destroy();
+    socket.once('close', leave);
+    socket.on('error', onError);
+    const options = { headers: req.headers, protocols, maxPayload: route.maxPayload, timeoutMs: this.#host.timeoutMs, tlsVerify: route.tlsVerify, ca: route.ca, signal: left.signal };
+    try {
+      return await this.connect<UpstreamOutcome>(
+        accepted,
+        (t) => connectUpstream(joinTarget(t, req.url ?? '/'), options),
+        (r) => (r.kind === 'error' ? r.error : undefined),
+      );
+    } finally {
+      socket.off('close', leave);
+      socket.off('error', onError);
+    }
   }
 
   async #relay(accepted: Accepted): Promise<void> {
