@@ -147,7 +147,7 @@ export async function startGateway(ctx, name, options = {}) {
       return seen;
     },
     /** fds, heap after GC and RSS, after `settleMs` of quiet (sockets being closed finish closing). */
-    async snapshot(settleMs = 1000) {
+    async snapshot(settleMs = 500) {
       await new Promise((r) => setTimeout(r, settleMs));
       const heap = await gw.heapAfterGc();
       return { fds: gw.fds(), heapBytes: heap, rssKiB: gw.rssKiB() };
