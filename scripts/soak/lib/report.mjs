@@ -1,5 +1,6 @@
 // The soak's figures as Markdown, and their place in docs/RELIABILITY.md (between two marker comments in
 // the "Leak and soak" section, so that the prose around them stays hand-written).
+/** The markers around the generated figures in docs/RELIABILITY.md. */
 export const START = '<!-- soak-figures:start -->';
 export const END = '<!-- soak-figures:end -->';
 
