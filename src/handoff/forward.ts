@@ -16,6 +16,18 @@ export const DEFAULT_IDENTITY_HEADERS: IdentityHeaders = { subject: 'x-auth-subj
 // Hop-by-hop headers that must not travel on; `connection` and `upgrade` stay, the upgrade needs them.
 const DROPPED = new Set(HOP_BY_HOP.filter((name) => name !== 'connection' && name !== 'upgrade'));
 
+// What a header value cannot hold (Node's own rule, validateHeaderValue): controls and characters above U+00FF.
+const NOT_HEADER_SAFE = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * The subject as a header value: as it is, or percent-encoded (encodeURIComponent) when it holds a
+ * character no header can carry — a line break cannot become a header line of its own, and a user name
+ * in any script still reaches the upstream (whose x-auth-claims holds it exactly).
+ */
+export function subjectHeaderValue(subject: string): string {
+  return NOT_HEADER_SAFE.test(subject) ? encodeURIComponent(subject) : subject;
+}
+
 /** Claims as the upstream receives them: base64url of the JSON. */
 export function encodeClaims(claims: Readonly<Record<string, unknown>>): string {
   return Buffer.from(JSON.stringify(claims)).toString('base64url');
@@ -53,7 +65,7 @@ export function setUpstreamHeaders(req: IncomingMessage, requestId: string, iden
   headers['x-forwarded-proto'] = req.socket instanceof TLSSocket ? 'https' : 'http';
   if (headers.host) headers['x-forwarded-host'] = headers.host;
   headers['x-request-id'] = requestId;
-  if (identity.subject !== null) headers[subjectHeader] = identity.subject;
+  if (identity.subject !== null) headers[subjectHeader] = subjectHeaderValue(identity.subject);
   headers[claimsHeader] = encodeClaims(identity.claims);
   if (plan.assertion) headers[plan.assertion.header] = plan.assertion.sign(identity);
   for (const [name, value] of extra ?? []) headers[name] = value;

@@ -115,14 +115,12 @@ t.test('garbage, a huge head or a malformed line from the upstream is 502, and t
   await eventually(() => gw.gateway.connections === 0 && up.sockets.size === 0, 3000, 'nothing left open');
 });
 
-t.test('an identity header Node would refuse is never written raw (no header injection upstream)', async (t) => {
+t.test('a subject no header can carry is sent percent-encoded, never as a header line of its own', async (t) => {
   const up = await scriptedUpstream(t, () => ({ answer: 'HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n' }));
   const gw = await startGateway(t, { authenticators: { jwt: jwtAuth() }, routes: [{ path: '/*', auth: ['jwt'], upstream: up.url }] });
   const res = await rawUpgrade(gw.port, '/x', { Authorization: `Bearer ${hs256({ sub: 'alice\r\nx-admin: 1' })}` });
-  t.equal(res.status, 500, 'a complete answer: internal error');
-  t.ok(res.closed);
-  t.equal(up.heads.filter((h) => /x-admin/i.test(h)).length, 0, 'the upstream never saw the injected line');
-  const ok = await rawUpgrade(gw.port, '/x', auth());
-  t.equal(ok.status, 403, 'still serving');
+  t.equal(res.status, 403, "the upstream's answer");
+  t.equal(up.heads.filter((h) => /\r\nx-admin:/i.test(h)).length, 0, 'the upstream never saw an injected line');
+  t.match(up.heads[0]!, /\r\nx-auth-subject: alice%0D%0Ax-admin%3A%201\r\n/);
   await eventually(() => gw.gateway.connections === 0 && up.sockets.size === 0, 3000, 'nothing left open');
 });
