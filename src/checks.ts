@@ -9,10 +9,15 @@ export const DEFAULT_MAX_HEADER_BYTES = 16384;
 const KEY = /^[+/0-9A-Za-z]{22}==$/;
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** SPEC 3 step 1: `GET`, `Upgrade: websocket`, a well-formed `Sec-WebSocket-Key`, version 13. */
+/**
+ * SPEC 3 step 1: `GET` over HTTP/1.1, `Upgrade: websocket`, a well-formed `Sec-WebSocket-Key`, version 13.
+ * HTTP/1.1 exactly: RFC 6455 4.1 needs at least 1.1, and Node's parser also takes 0.9, 1.0 and 2.0 request
+ * lines, none of which can be upgraded on this connection.
+ */
 export function isWellFormedUpgrade(req: IncomingMessage): boolean {
   return (
     req.method === 'GET' &&
+    req.httpVersion === '1.1' &&
     (req.headers.upgrade ?? '').toLowerCase() === 'websocket' &&
     KEY.test(req.headers['sec-websocket-key'] ?? '') &&
     req.headers['sec-websocket-version'] === '13'

@@ -85,14 +85,29 @@ export function parseSource(spec: string): CredentialSource {
   }
 }
 
-/** The value of one cookie of the request, or undefined. */
+/**
+ * The value of one cookie of the request, or undefined. Read as express-session reads it (its `cookie`
+ * 0.7): a value in DQUOTEs loses them before it is percent-decoded, so a quoted session cookie the
+ * Express app accepts is accepted here too (cookie@1 keeps the quotes).
+ */
 export function cookieValue(req: IncomingMessage, name: string): string | undefined {
   const header = req.headers.cookie;
   if (!header) return undefined;
   try {
-    return parseCookie(header)[name];
+    return parseCookie(header, { decode: unquoteAndDecode })[name];
   } catch {
     return undefined;
+  }
+}
+
+/** cookie@0.7's value decoding: strip one surrounding DQUOTE pair (a lone `"` is empty), then percent-decode. */
+function unquoteAndDecode(raw: string): string {
+  const value = raw.startsWith('"') && raw.endsWith('"') ? raw.slice(1, -1) : raw;
+  if (!value.includes('%')) return value;
+  try {
+    return decodeURIComponent(value);
+  } catch {
+    return value;
   }
 }
 

@@ -1,6 +1,6 @@
 import { createPublicKey } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve } from 'node:path';
 import type { z } from 'zod';
 import { assertionKey } from '../assertion.js';
 import { ConfigError } from '../errors.js';
@@ -20,6 +20,8 @@ export interface ValidateOptions {
 // SPEC 9: relay-only fields are errors on a pipe route (maxPayload and heartbeatMs also serve local routes).
 const RELAY_ONLY = ['firstMessageAuth', 'refresh', 'maxPayload', 'heartbeatMs'] as const;
 const MIN_HMAC_BYTES = 32;
+/** At most this many problems are listed; a file with more gets one line saying how many were left out. */
+export const MAX_PROBLEMS = 100;
 
 /** Reads and parses a config file; a missing file or bad JSON is a ConfigError. */
 export function readConfigFile(file: string): unknown {
@@ -58,13 +60,14 @@ export function loadConfigFile(file: string, options: Omit<ValidateOptions, 'bas
 export function validateConfig(input: unknown, options: ValidateOptions = {}): GatewayConfig {
   const baseDir = options.baseDir ?? process.cwd();
   const expanded = expandEnv(input, options.env ?? process.env);
-  const problems = [...expanded.problems];
+  // Not problems.push(...list): a file of 100 000 unknown fields would spread past the call stack.
+  let problems = expanded.problems;
   const parsed = ConfigSchema.safeParse(expanded.value);
   if (!parsed.success) {
     // A field whose ${NAME} was missing already has its problem; the schema's complaint about it is noise.
     const envPaths = new Set(expanded.problems.map((p) => p.slice(0, p.indexOf(':'))));
     const issues = parsed.error.issues.flatMap((issue) => describeIssue(issue, expanded.value));
-    problems.push(...issues.filter((line) => !envPaths.has(line.slice(0, line.indexOf(':')))));
+    problems = problems.concat(issues.filter((line) => !envPaths.has(line.slice(0, line.indexOf(':')))));
   }
   // The rules that span fields run even when the schema failed, over the parts that did parse, so one
   // run of `check` reports every problem.
@@ -82,6 +85,7 @@ export function validateConfig(input: unknown, options: ValidateOptions = {}): G
     config.listen.tls.cert = readable(baseDir, config.listen.tls.cert, ['listen', 'tls', 'cert'], report);
     config.listen.tls.key = readable(baseDir, config.listen.tls.key, ['listen', 'tls', 'key'], report);
   }
+  if (problems.length > MAX_PROBLEMS) problems = [...problems.slice(0, MAX_PROBLEMS), `(root): ${problems.length - MAX_PROBLEMS} more problems not listed`];
   if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
   return deepFreeze(parsed.data);
 }
@@ -182,7 +186,8 @@ function checkRoute(
 ): void {
   const mode = route.mode ?? (route.upstream === undefined ? 'local' : 'pipe');
   route.auth.forEach((name, i) => {
-    if (config.authenticators?.[name] === undefined) report([...path, 'auth', i], `unknown authenticator "${name}"`);
+    // Own names only: "toString" or "__proto__" must not find Object.prototype's members.
+    if (!Object.hasOwn(config.authenticators ?? {}, name)) report([...path, 'auth', i], `unknown authenticator ${JSON.stringify(name)}`);
   });
   const cookie = route.auth.some(acceptsCookieByName);
   if (cookie && route.origins === undefined) {
@@ -219,10 +224,15 @@ function checkRoute(
   }
 }
 
-/** Resolves `file:PATH` (or a plain path) against the config directory and checks that it can be read. */
+/**
+ * Resolves `file:PATH` (or a plain path) against the config directory and checks that it can be read.
+ * The problem names the field, never its value: a key or secret pasted where a path belongs would be
+ * printed by `check` and logged on reload.
+ */
 function readable(baseDir: string, ref: string, path: PropertyKey[], report: Report): string {
-  const file = resolve(baseDir, ref.startsWith('file:') ? ref.slice(5) : ref);
-  if (!existsSync(file)) report(path, `file not found: ${file}`);
+  const name = ref.startsWith('file:') ? ref.slice(5) : ref;
+  const file = resolve(baseDir, name);
+  if (!existsSync(file)) report(path, isAbsolute(name) ? 'file not found' : `file not found (relative paths resolve against ${baseDir})`);
   return file;
 }
 
@@ -273,7 +283,8 @@ function apiKeysFromFile(baseDir: string, ref: string, path: PropertyKey[], repo
     return valid ? (entries as { sha256: string; subject: string; claims?: Record<string, unknown> }[]) : [];
   } catch (err) {
     // Not the parser's message: it quotes the start of the file, which may be a raw key.
-    if (existsSync(file)) report(path, err instanceof SyntaxError ? 'cannot parse: not valid JSON' : `cannot parse: ${(err as Error).message}`);
+    // Nor the error's message: an fs error quotes the path, which may be a secret written in the wrong field.
+    if (existsSync(file)) report(path, err instanceof SyntaxError ? 'cannot parse: not valid JSON' : `cannot read: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
     return [];
   }
 }

@@ -13,8 +13,16 @@ const int = (min = 0) => num((n) => n.int('expected an integer').min(min, `must 
 const bool = () =>
   z.union([z.boolean(), z.string().regex(BOOLEAN, 'expected true or false')]).transform((v) => v === true || v === 'true');
 const str = () => z.string().min(1, 'must not be empty');
-const wsUrl = () => z.string().regex(/^wss?:\/\/[^\s/]+/i, 'expected a ws:// or wss:// URL');
-const httpUrl = () => z.string().regex(/^https?:\/\/[^\s/]+/i, 'expected an http:// or https:// URL');
+/**
+ * A URL of one of the schemes `pattern` allows that also parses (`ws://[` or a port of 99999 pass a
+ * pattern, then fail at `new URL` when the gateway starts or connects). The pattern stays for the JSON
+ * Schema. The parse check runs only when the pattern held, so a value gets one problem (not `abort`: an
+ * aborted string would turn the `upstream` union's message into a bare "Invalid input").
+ */
+const url = (pattern: RegExp, message: string) =>
+  z.string().regex(pattern, message).refine((v) => URL.canParse(v), { message, when: (payload) => payload.issues.length === 0 });
+const wsUrl = () => url(/^wss?:\/\/[^\s/]+/i, 'expected a ws:// or wss:// URL');
+const httpUrl = () => url(/^https?:\/\/[^\s/]+/i, 'expected an http:// or https:// URL');
 
 /** Where a token-bearing authenticator finds its credential (SPEC 2.1). */
 export const SourceSchema = z
@@ -151,7 +159,7 @@ export const ConfigSchema = z.strictObject({
   drain: z.strictObject({ timeoutMs: int(0).optional(), spreadMs: int(0).optional() }).optional().describe("On SIGTERM: close 1001 spread over spreadMs (default 0), destroy what is left after timeoutMs (default 30000)."),
   redis: z
     .strictObject({
-      url: z.string().regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'),
+      url: url(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL'),
       replicaTtlSec: int(2)
         .optional()
         .describe('Seconds the connections of a replica that stopped without closing (killed, cut off) still count (default 15).'),

@@ -19,7 +19,7 @@ import { startSidecar, type TestGateway } from '../helpers/gateway.js';
 import { eventually } from '../helpers/net.js';
 import { wsKey } from '../helpers/upgrade.js';
 import { startEchoUpstream } from '../helpers/upstream.js';
-import { bytesOf, check, count, crashSpy, descriptionOf, errorOf, exchange, fdBaseline, fdsBackTo, knownBug, leaked, problemsOf, stats, utf8 } from './harness.js';
+import { bytesOf, check, count, crashSpy, descriptionOf, errorOf, exchange, fdBaseline, fdsBackTo, leaked, problemsOf, stats, utf8 } from './harness.js';
 
 // express-session's own dependencies, as an Express app resolves them.
 const require = createRequire(createRequire(import.meta.url).resolve('express-session'));
@@ -222,14 +222,12 @@ t.test('express-session cookies: decided exactly as express-session would, with 
     const inResponse = leaked(res.raw, SECRETS);
     if (inResponse.length > 0) wrong.push(`the response holds ${inResponse.join(', ')}`);
     if (wrong.length > 0) {
-      // Known (see harness KNOWN): the gateway keeps the quotes of a quoted value; express-session strips them.
-      if (c.tags.includes('encoding:quoted') && description === 'session cookie invalid') return knownBug(s, 'cookie-quoted');
       throw new Error(`${wrong.join('; ')}\ntags: ${c.tags.join(' ')}\nCookie: ${JSON.stringify(c.header)}\nanswer: ${JSON.stringify(res.raw.slice(0, 300))}`);
     }
     if (++n % 50 === 0) await control(gw);
   });
 
-  t.comment(`${s.cases} cases, statuses ${JSON.stringify(s.statuses)}, known bugs ${JSON.stringify(s.knownBugs)}`);
+  t.comment(`${s.cases} cases, statuses ${JSON.stringify(s.statuses)}`);
   await control(gw);
   t.pass('a valid session is still served after the run');
   await eventually(() => gw.gateway.connections === 0 && upstream.open === 0, 5000, 'every connection closed').catch(() => {});

@@ -65,7 +65,7 @@ t.test('bad assertion keys are config errors naming routes.N.assertion.key, with
     ['short-secret', 'routes.0.assertion.key: a secret must be at least 32 bytes'],
     ['-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----', 'routes.0.assertion.key: not a usable signing key (a secret, or an RSA or P-256 EC private key in PEM)'],
     ['file:ed.pem', 'routes.0.assertion.key: not a usable signing key (a secret, or an RSA or P-256 EC private key in PEM)'],
-    ['file:missing.pem', `routes.0.assertion.key: file not found: ${join(dir, 'missing.pem')}`],
+    ['file:missing.pem', `routes.0.assertion.key: file not found (relative paths resolve against ${dir})`],
   ]) {
     let err: unknown;
     try {

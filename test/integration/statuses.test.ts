@@ -90,7 +90,7 @@ t.test('414: request URI above 8 KiB', async (t) => {
   t.equal(upstream.tcp, 1, 'only the accepted upgrade reached the upstream');
 });
 
-t.test('sidecar server: 431, 414, 408, 426 and 404 for plain requests', async (t) => {
+t.test('sidecar server: 431, 414, 408, 426, 404, 400 without Host and 405 for CONNECT', async (t) => {
   const upstream = await startEchoUpstream(t);
   const sc = await startSidecar(t, {
     limits: { maxHeaderBytes: 2048, handshakeTimeoutMs: 300 },
@@ -181,6 +181,46 @@ t.test('sidecar server: 431, 414, 408, 426 and 404 for plain requests', async (t
   t.test('an upgrade to an unknown path on the sidecar server is 404', async (t) => {
     const res = await rawUpgrade(sc.port, '/nope', { 'X-Request-Id': 'nf-sc' });
     t.equal(res.raw, rejection('404 Not Found', 'not_found', 'no route for this path', 'nf-sc'));
+  });
+
+  t.test('400 for a plain HTTP/1.1 request without Host, and the connection closed', async (t) => {
+    // Node's own check (requireHostHeader) answered a bare 400 without JSON or request id.
+    const socket = sendRaw(sc.port, 'GET /chat HTTP/1.1\r\nX-Request-Id: nohost-1\r\n\r\n');
+    const res = await readResponse(socket);
+    const body = JSON.stringify({ error: 'bad_request', error_description: 'malformed websocket upgrade' });
+    t.equal(
+      res.raw.replace(/\r\nDate: [^\r]+\r\n/, '\r\nDate: <date>\r\n'),
+      'HTTP/1.1 400 Bad Request\r\n' +
+        'Content-Type: application/json\r\n' +
+        `Content-Length: ${body.length}\r\n` +
+        'Cache-Control: no-store\r\n' +
+        'X-Request-Id: nohost-1\r\n' +
+        'Date: <date>\r\n' +
+        'Connection: close\r\n' +
+        `\r\n${body}`,
+    );
+    t.ok(res.closed, 'closed by the server');
+  });
+
+  t.test('405 for CONNECT, with Allow: GET', async (t) => {
+    // Without a 'connect' listener Node closed the socket without any answer.
+    const socket = sendRaw(sc.port, 'CONNECT 127.0.0.1:443 HTTP/1.1\r\nHost: 127.0.0.1:443\r\nX-Request-Id: connect-1\r\n\r\n');
+    const res = await readResponse(socket);
+    t.equal(res.raw, rejection('405 Method Not Allowed', 'bad_request', 'method not allowed', 'connect-1', ['Allow: GET']));
+    t.ok(res.closed, 'closed by the server');
+  });
+
+  t.test('a malformed request pipelined behind a plain one gets no second answer, and the connection is closed', async (t) => {
+    // The parser fails on the second head while the first is answered: the clientError answer must not
+    // be written into or after that response.
+    for (const [first, status] of [['GET /chat HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n', 426], ['GET /chat HTTP/1.1\r\n\r\n', 400]] as const) {
+      const socket = sendRaw(sc.port, `${first}\0bad\r\n\r\n`);
+      const res = await readResponse(socket);
+      t.equal(res.status, status, `${status} for the first request`);
+      t.equal(res.raw.match(/HTTP\/1\.1 \d{3} /g)?.length, 1, 'one answer only');
+      t.equal(Buffer.byteLength(res.body), Number(res.headers['content-length']), 'nothing after its body');
+      t.ok(res.closed, 'closed by the server');
+    }
   });
 
   t.test('none of the rejected requests reached the upstream', async (t) => {

@@ -5,9 +5,9 @@ import { compileOrigins, compileRequire, isWellFormedUpgrade, requestIdOf } from
 const KEY = 'dGhlIHNhbXBsZSBub25jZQ=='; // RFC 6455's sample key
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 
-function req(method: string, headers: Record<string, string | undefined>): IncomingMessage {
+function req(method: string, headers: Record<string, string | undefined>, httpVersion = '1.1'): IncomingMessage {
   const clean = Object.fromEntries(Object.entries(headers).filter(([, v]) => v !== undefined));
-  return { method, url: '/', headers: clean } as unknown as IncomingMessage;
+  return { method, url: '/', httpVersion, headers: clean } as unknown as IncomingMessage;
 }
 
 const upgrade = (over: Record<string, string | undefined> = {}) => ({
@@ -44,6 +44,8 @@ t.test('isWellFormedUpgrade', async (t) => {
     ['no version', 'GET', upgrade({ 'sec-websocket-version': undefined }), false],
   ];
   for (const [name, method, headers, expected] of table) t.equal(isWellFormedUpgrade(req(method, headers)), expected, name);
+  // Node's parser takes any d.d version in the request line; only HTTP/1.1 can be upgraded.
+  for (const version of ['1.0', '0.9', '2.0', '1.2', '3.0']) t.equal(isWellFormedUpgrade(req('GET', upgrade(), version)), false, `HTTP/${version}`);
 });
 
 t.test('requestIdOf reuses a sane X-Request-Id', async (t) => {

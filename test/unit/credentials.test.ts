@@ -193,6 +193,22 @@ t.test('cookieValue', async (t) => {
   t.equal(cookieValue(request('/').req, 'b'), undefined);
 });
 
+t.test('cookieValue strips one pair of DQUOTEs before decoding, as express-session (cookie 0.7) does', async (t) => {
+  const table: [string, string | undefined][] = [
+    ['t="abc"', 'abc'],
+    ['t= "abc" ', 'abc'],
+    ['t="s%3Aid.sig"', 's:id.sig'],
+    ['t=""', undefined], // empty: no credential
+    ['t="', undefined], // a lone quote is both ends: empty
+    ['t=""abc""', '"abc"'], // one pair only
+    ['t="abc', '"abc'],
+    ['t=abc"', 'abc"'],
+    ['t=%22abc%22', '"abc"'], // quotes that only appear once decoded are kept
+    ['t="%zz"', '%zz'], // an invalid escape is kept as is
+  ];
+  for (const [header, expected] of table) t.equal(cookieValue(request('/', { cookie: header }).req, 't') || undefined, expected, header);
+});
+
 t.test('protocolMarker is the prefix without its trailing separator', async (t) => {
   const table: [string, string][] = [
     ['bearer.', 'bearer'],
