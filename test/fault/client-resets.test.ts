@@ -7,11 +7,9 @@
 // stage allows, no crash, and the gateway then serves a valid client.
 import { once } from 'node:events';
 import { connect, type Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
-import { WebSocketServer } from 'ws';
 import { closeClient, echo, openClient } from '../helpers/client.js';
-import { FaultServer } from '../helpers/fault-server.js';
+import { echoFaultServer, FaultServer } from '../helpers/fault-server.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { spawnCli, writeJson } from '../helpers/cli.js';
 import { eventually, freePort } from '../helpers/net.js';
@@ -24,19 +22,6 @@ type Ending = (typeof ENDINGS)[number];
 /** Long enough that no deadline ends a stage before the client does. */
 const DEADLINE_MS = 5000;
 
-/** A ws echo upstream behind a {@link FaultServer}. */
-async function echoUpstream(t: Test): Promise<FaultServer> {
-  const wss = new WebSocketServer({ noServer: true });
-  wss.on('connection', (ws) => {
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-    ws.on('error', () => {});
-  });
-  t.teardown(() => {
-    for (const ws of wss.clients) ws.terminate();
-    wss.close();
-  });
-  return new FaultServer({ upgrade: (req, socket: Duplex, head) => wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req)) }).start(t);
-}
 
 interface Rig {
   gw: TestGateway;
@@ -47,7 +32,7 @@ interface Rig {
 /** A forward-auth service that accepts everyone, an echo upstream, and a gateway with `/pipe` and `/relay`. */
 async function rig(t: Test): Promise<Rig> {
   const auth = await new FaultServer({ request: (_req, res) => res.writeHead(200, { 'X-Auth-Request-User': 'alice' }).end() }).start(t);
-  const upstream = await echoUpstream(t);
+  const upstream = await echoFaultServer(t);
   const route = (mode: string) => ({ path: `/${mode}`, auth: ['fa'], upstream: upstream.ws, mode, origins: '*' });
   const gw = await startGateway(t, {
     limits: { handshakeTimeoutMs: DEADLINE_MS },
@@ -191,7 +176,7 @@ for (const mode of MODES) {
 }
 
 t.test('the sidecar process survives a client reset while a relay upstream has not answered its 101', async (t) => {
-    const upstream = await echoUpstream(t);
+    const upstream = await echoFaultServer(t);
     await upstream.set('hang');
     const port = await freePort();
     const dir = t.testdir({});

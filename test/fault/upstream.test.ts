@@ -4,12 +4,11 @@
 // status (502 `bad_gateway`, byte for byte) or close code, no crash, nothing left open, and the same
 // gateway serving again once the fault ends.
 import { once } from 'node:events';
-import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
-import { WebSocket, WebSocketServer } from 'ws';
+import { WebSocket } from 'ws';
 import { rejection } from '../helpers/assertions.js';
 import { closeClient, echo, openClient } from '../helpers/client.js';
-import { FaultServer, type Fault } from '../helpers/fault-server.js';
+import { echoFaultServer, type Fault } from '../helpers/fault-server.js';
 import { startGateway, type TestGateway } from '../helpers/gateway.js';
 import { watchFaults } from '../helpers/settled.js';
 import { hs256, jwtAuth } from '../helpers/tokens.js';
@@ -21,21 +20,6 @@ const DEADLINE_MS = 400;
 const MODES = ['pipe', 'relay'] as const;
 const bearer = () => ({ Authorization: `Bearer ${hs256({ sub: 'alice' })}` });
 
-/** A healthy ws echo upstream behind a {@link FaultServer}. */
-async function faultyUpstream(t: Test): Promise<FaultServer> {
-  const wss = new WebSocketServer({ noServer: true });
-  wss.on('connection', (ws) => {
-    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
-    ws.on('error', () => {});
-  });
-  t.teardown(() => {
-    for (const ws of wss.clients) ws.terminate();
-    wss.close();
-  });
-  return new FaultServer({
-    upgrade: (req, socket: Duplex, head) => wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req)),
-  }).start(t);
-}
 
 /** A gateway with `/pipe` and `/relay` (and `/pipe-close`, `/relay-close` with `rejectMode: "close"`) to `upstream`. */
 function gatewayTo(t: Test, upstream: string): Promise<TestGateway> {
@@ -67,7 +51,7 @@ const BEFORE_101: [Fault, string][] = [
 for (const mode of MODES) {
   t.test(`${mode}: upstream faults before the 101 → 502, then recovery`, async (t) => {
     const watch = watchFaults(t);
-    const upstream = await faultyUpstream(t);
+    const upstream = await echoFaultServer(t);
     upstream.slowMs = DEADLINE_MS + 600;
     const gw = await gatewayTo(t, upstream.ws);
     await served(t, gw, `/${mode}`, 'warm-up');
@@ -99,7 +83,7 @@ for (const mode of MODES) {
 
   t.test(`${mode}, rejectMode "close": an upstream that hangs → the upgrade completes and closes 1011 'upstream unavailable'`, async (t) => {
     const watch = watchFaults(t);
-    const upstream = await faultyUpstream(t);
+    const upstream = await echoFaultServer(t);
     const gw = await gatewayTo(t, upstream.ws);
     await upstream.set('hang');
     const ws = new WebSocket(gw.url(`/${mode}-close`), { headers: bearer() });

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
 import type { Teardown } from './net.js';
 
 /**
@@ -154,4 +155,18 @@ export class FaultServer {
     if (!this.#server.listening) return;
     await new Promise((r) => this.#server.close(r));
   }
+}
+
+/** A ws echo upstream behind a {@link FaultServer}: healthy until told otherwise. */
+export function echoFaultServer(t: Teardown): Promise<FaultServer> {
+  const wss = new WebSocketServer({ noServer: true });
+  wss.on('connection', (ws) => {
+    ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+    ws.on('error', () => {});
+  });
+  t.teardown(() => {
+    for (const ws of wss.clients) ws.terminate();
+    wss.close();
+  });
+  return new FaultServer({ upgrade: (req, socket: Duplex, head) => wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req)) }).start(t);
 }

@@ -27,14 +27,19 @@ interface Run {
   phases: Record<string, Phase>;
 }
 
+/** The soak's processes are measured and scripts/ is not part of the coverage: none collected in them (as in bench-smoke). */
+function uncovered(): NodeJS.ProcessEnv {
+  const env = cleanEnv();
+  env._TAPJS_PROCESSINFO_COVERAGE_ = '0';
+  delete env.NODE_V8_COVERAGE;
+  return env;
+}
+
 t.test('scripts/soak/run.mjs passes every phase at a tiny size', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'soak-smoke-'));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const out = join(dir, 'soak.json');
-  const env = cleanEnv();
-  // The soak's processes are measured: no coverage collection in them (as in bench-smoke).
-  env._TAPJS_PROCESSINFO_COVERAGE_ = '0';
-  delete env.NODE_V8_COVERAGE;
+  const env = uncovered();
   const args = [
     ...['--churn', '200', '--idle-connections', '100', '--idle-minutes', '0.05'],
     ...['--reload-seconds', '5', '--reload-connections', '60', '--drain-connections', '60', '--drain-timeout-ms', '2000'],
@@ -70,7 +75,7 @@ t.test('scripts/soak/run.mjs passes every phase at a tiny size', async (t) => {
 });
 
 t.test('scripts/soak/run.mjs refuses an unknown phase with exit 1', async (t) => {
-  const child = spawn(process.execPath, [join(ROOT, 'scripts', 'soak', 'run.mjs'), '--phases', 'churn,nope'], { cwd: ROOT, env: cleanEnv(), stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'scripts', 'soak', 'run.mjs'), '--phases', 'churn,nope'], { cwd: ROOT, env: uncovered(), stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
   const code = await new Promise<number | null>((resolve) => child.once('close', resolve));
