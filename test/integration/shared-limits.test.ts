@@ -89,6 +89,12 @@ t.test('maxConnectionsPerIp across replicas; counts come back to zero in Redis; 
     t.equal(res.status, 429, 'still full');
   }
   await Promise.all(open.map((ws) => closeClient(ws)));
+  // The client sees its close before the gateway has released the counts (locally and in Redis).
+  await eventually(() => a.gateway.connections + b.gateway.connections === 0, 3000, 'the three closed');
+  await until(async () => {
+    const hashes = await Promise.all((await redis.client.keys('portcullis:conns:*')).map((k) => redis.client.hGetAll(k)));
+    return hashes.every((h) => Object.values(h).every((n) => Number(n) === 0));
+  }, 3000, 'their counts released in redis');
   for (let i = 0; i < 6; i++) {
     const ws = await openClient(t, (i % 2 ? a : b).url('/chat'), [], bearer(`c${i}`));
     await closeClient(ws);
